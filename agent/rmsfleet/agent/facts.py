@@ -1,0 +1,230 @@
+"""The host facts contract (design.md, contract 1): the domain types every part shares.
+
+Pure code: no grpc, no SQLAlchemy, no clock. The agent parses facts files into these types,
+the collector converts wire messages into them, and the policies and the planner reason over
+them. `validate` holds the rules both sides enforce, so a facts file the agent accepts is a
+report the collector accepts.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+MAX_ID_LENGTH = 255
+MAX_URL_LENGTH = 2048
+
+
+class Version(enum.Enum):
+    """RMS releases, oldest first (domain.md, Versions). UNKNOWN is never ordered."""
+
+    RTM = "RTM"
+    SP1 = "SP1"
+    SP2 = "SP2"
+    UNKNOWN = "UNKNOWN"
+
+    @property
+    def rank(self) -> int | None:
+        """Position in the release order, or None for UNKNOWN (which cannot be compared)."""
+        return _RANK.get(self)
+
+
+_RANK = {Version.RTM: 0, Version.SP1: 1, Version.SP2: 2}
+
+
+class ClusterKind(enum.Enum):
+    ROOT_CERTIFICATION = "root-certification"
+    LICENSING = "licensing"
+
+
+class Enrollment(enum.Enum):
+    OFFLINE = "offline"
+    ONLINE = "online"
+
+
+class Activation(enum.Enum):
+    SELF = "self"
+    INTERNET = "internet"
+    NONE = "none"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerFacts:
+    version: Version
+    cluster: str
+    cluster_kind: ClusterKind
+    root_cluster: str | None
+    enrollment: Enrollment
+
+
+@dataclass(frozen=True, slots=True)
+class ClientFacts:
+    version: Version
+    activation: Activation
+    cluster: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class HostFacts:
+    host_id: str
+    hostname: str
+    forest: str
+    server: ServerFacts | None
+    client: ClientFacts | None
+
+
+E = TypeVar("E", bound=enum.Enum)
+
+
+class InvalidFacts(ValueError):
+    """A fact outside the contract. `field` is the dotted path, `reason` what was expected."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+def validate(facts: HostFacts) -> None:
+    """Raise InvalidFacts for the first rule the facts break; the contract both sides enforce."""
+    _check_text("host_id", facts.host_id, MAX_ID_LENGTH)
+    _check_text("hostname", facts.hostname, MAX_ID_LENGTH)
+    _check_text("forest", facts.forest, MAX_ID_LENGTH)
+    if facts.server is None and facts.client is None:
+        raise InvalidFacts("server", "a host reports a server part, a client part or both")
+    if facts.server is not None:
+        server = facts.server
+        _check_text("server.cluster", server.cluster, MAX_URL_LENGTH)
+        if server.cluster_kind is ClusterKind.LICENSING:
+            # D6: a licensing-only cluster is subenrolled under a root certification cluster.
+            if not server.root_cluster:
+                raise InvalidFacts("server.root_cluster", "a licensing cluster names its root certification cluster")
+            _check_text("server.root_cluster", server.root_cluster, MAX_URL_LENGTH)
+            if server.root_cluster == server.cluster:
+                raise InvalidFacts("server.root_cluster", "a licensing cluster cannot be its own root")
+        elif server.root_cluster:
+            raise InvalidFacts("server.root_cluster", "only a licensing cluster has a root cluster")
+    if facts.client is not None and facts.client.cluster is not None:
+        _check_text("client.cluster", facts.client.cluster, MAX_URL_LENGTH)
+
+
+def _check_text(field: str, value: str, max_length: int) -> None:
+    if not value or not value.strip():
+        raise InvalidFacts(field, "a non-empty string")
+    if len(value) > max_length:
+        raise InvalidFacts(field, f"at most {max_length} characters, got {len(value)}")
+    if any(ch in value for ch in "\r\n\t\x00"):
+        raise InvalidFacts(field, "no control characters")
+
+
+# --- the JSON form (facts files) --------------------------------------------------------------
+
+
+def facts_from_json(document: Mapping[str, Any]) -> HostFacts:
+    """Build HostFacts from the facts-file JSON object; InvalidFacts names the first bad field."""
+    if not isinstance(document, Mapping):
+        raise InvalidFacts("(top level)", "a JSON object")
+    server_doc = document.get("server")
+    client_doc = document.get("client")
+    facts = HostFacts(
+        host_id=_string(document, "host_id", ""),
+        hostname=_string(document, "hostname", ""),
+        forest=_string(document, "forest", ""),
+        server=None if server_doc is None else _server_from_json(server_doc),
+        client=None if client_doc is None else _client_from_json(client_doc),
+    )
+    validate(facts)
+    return facts
+
+
+def facts_to_json(facts: HostFacts) -> dict[str, Any]:
+    server = facts.server
+    client = facts.client
+    return {
+        "host_id": facts.host_id,
+        "hostname": facts.hostname,
+        "forest": facts.forest,
+        "server": None
+        if server is None
+        else {
+            "version": server.version.value,
+            "cluster": server.cluster,
+            "cluster_kind": server.cluster_kind.value,
+            "root_cluster": server.root_cluster,
+            "enrollment": server.enrollment.value,
+        },
+        "client": None
+        if client is None
+        else {"version": client.version.value, "activation": client.activation.value, "cluster": client.cluster},
+    }
+
+
+def load_facts_file(path: Path) -> HostFacts:
+    """Read and validate a facts file. Errors read `FILE: FIELD: expected ...` on one line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise FactsFileError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise FactsFileError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from exc
+    try:
+        return facts_from_json(document)
+    except InvalidFacts as exc:
+        raise FactsFileError(f"{path}: {exc.field}: expected {exc.reason}") from exc
+
+
+class FactsFileError(Exception):
+    """A facts file that cannot be used; the message is the one line the user sees."""
+
+
+def _server_from_json(doc: Any) -> ServerFacts:
+    if not isinstance(doc, Mapping):
+        raise InvalidFacts("server", "an object or null")
+    root = doc.get("root_cluster")
+    if root is not None and not isinstance(root, str):
+        raise InvalidFacts("server.root_cluster", "a string or null")
+    return ServerFacts(
+        version=_enum(doc, "server.version", Version),
+        cluster=_string(doc, "cluster", "server."),
+        cluster_kind=_enum(doc, "server.cluster_kind", ClusterKind),
+        root_cluster=root,
+        enrollment=_enum(doc, "server.enrollment", Enrollment),
+    )
+
+
+def _client_from_json(doc: Any) -> ClientFacts:
+    if not isinstance(doc, Mapping):
+        raise InvalidFacts("client", "an object or null")
+    cluster = doc.get("cluster")
+    if cluster is not None and not isinstance(cluster, str):
+        raise InvalidFacts("client.cluster", "a string or null")
+    return ClientFacts(
+        version=_enum(doc, "client.version", Version),
+        activation=_enum(doc, "client.activation", Activation),
+        cluster=cluster,
+    )
+
+
+def _string(doc: Mapping[str, Any], key: str, prefix: str) -> str:
+    value = doc.get(key)
+    if not isinstance(value, str):
+        raise InvalidFacts(prefix + key, "a string" if key in doc else "a string (the field is missing)")
+    return value
+
+
+def _enum(doc: Mapping[str, Any], field: str, kind: type[E]) -> E:
+    key = field.rsplit(".", 1)[-1]
+    value = doc.get(key)
+    allowed = ", ".join(repr(member.value) for member in kind)
+    if key not in doc:
+        raise InvalidFacts(field, f"one of {allowed} (the field is missing)")
+    try:
+        return kind(value)
+    except ValueError:
+        raise InvalidFacts(field, f"one of {allowed}, got {value!r}") from None
