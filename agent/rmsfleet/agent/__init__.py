@@ -1,0 +1,8 @@
+"""The rmsfleet agent: reads a host's RMS facts and reports them to a collector over gRPC."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("rmsfleet")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0.0.0+unknown"

@@ -1,0 +1,122 @@
+"""The collector's configuration, read once from flags and RMSFLEET_* variables into a frozen
+dataclass and passed down. Flags win over the environment, which wins over the defaults."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from rmsfleet.collector.domain.model import PolicyConfig
+
+DEFAULT_DB = "sqlite:///rmsfleet.db"
+DEFAULT_LISTEN = "127.0.0.1:50051"
+DEFAULT_METRICS_LISTEN = "127.0.0.1:9464"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ServeConfig:
+    db_url: str = DEFAULT_DB
+    listen: str = DEFAULT_LISTEN
+    metrics_listen: str = DEFAULT_METRICS_LISTEN
+    workers: int = 64
+    max_concurrent_rpcs: int = 2000
+    max_batch: int = 1000
+    max_queue: int = 20000
+    refresh_interval: float = 5.0
+    grace_seconds: float = 10.0
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+
+
+def split_host_port(value: str, what: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{what}: expected HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", help=f"database URL (RMSFLEET_DB; default {DEFAULT_DB})")
+    parser.add_argument("--listen", help=f"gRPC listen address (RMSFLEET_LISTEN; default {DEFAULT_LISTEN})")
+    parser.add_argument(
+        "--metrics-listen", help=f"/metrics listen address (RMSFLEET_METRICS_LISTEN; default {DEFAULT_METRICS_LISTEN})"
+    )
+    parser.add_argument("--workers", type=int, help="gRPC worker threads (RMSFLEET_WORKERS; default 64)")
+    parser.add_argument(
+        "--refresh-interval",
+        type=float,
+        help="seconds between evaluation passes when nothing arrives (RMSFLEET_REFRESH_INTERVAL; default 5)",
+    )
+    parser.add_argument(
+        "--stale-after",
+        type=float,
+        help="seconds of silence before a host is a stale agent (RMSFLEET_STALE_AFTER; default 900)",
+    )
+    parser.add_argument(
+        "--mixed-cluster-grace",
+        type=float,
+        help="seconds a cluster may stay mixed before the violation turns critical, D5 "
+        "(RMSFLEET_MIXED_CLUSTER_GRACE; default 604800 = 7 days)",
+    )
+    parser.add_argument(
+        "--disable-policy",
+        action="append",
+        default=None,
+        help="switch a policy off (repeatable; RMSFLEET_DISABLE_POLICIES, comma-separated)",
+    )
+
+
+def serve_config(args: argparse.Namespace, environ: Mapping[str, str]) -> ServeConfig:
+    def pick(flag: object, env: str, default: str) -> str:
+        if flag is not None:
+            return str(flag)
+        return environ.get(env) or default
+
+    def number(flag: object, env: str, default: float, what: str) -> float:
+        raw = pick(flag, env, str(default))
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{what} ({env}): expected a number, got {raw!r}") from None
+        if value <= 0:
+            raise ConfigError(f"{what} ({env}): expected a number > 0, got {raw!r}")
+        return value
+
+    defaults = ServeConfig()
+    disabled = args.disable_policy or [p for p in environ.get("RMSFLEET_DISABLE_POLICIES", "").split(",") if p.strip()]
+    config = ServeConfig(
+        db_url=pick(args.db, "RMSFLEET_DB", DEFAULT_DB),
+        listen=pick(args.listen, "RMSFLEET_LISTEN", DEFAULT_LISTEN),
+        metrics_listen=pick(args.metrics_listen, "RMSFLEET_METRICS_LISTEN", DEFAULT_METRICS_LISTEN),
+        workers=int(number(args.workers, "RMSFLEET_WORKERS", defaults.workers, "--workers")),
+        refresh_interval=number(
+            args.refresh_interval, "RMSFLEET_REFRESH_INTERVAL", defaults.refresh_interval, "--refresh-interval"
+        ),
+        policy=PolicyConfig(
+            stale_after=timedelta(
+                seconds=number(
+                    args.stale_after,
+                    "RMSFLEET_STALE_AFTER",
+                    defaults.policy.stale_after.total_seconds(),
+                    "--stale-after",
+                )
+            ),
+            mixed_cluster_grace=timedelta(
+                seconds=number(
+                    args.mixed_cluster_grace,
+                    "RMSFLEET_MIXED_CLUSTER_GRACE",
+                    defaults.policy.mixed_cluster_grace.total_seconds(),
+                    "--mixed-cluster-grace",
+                )
+            ),
+            disabled=frozenset(p.strip() for p in disabled),
+        ),
+    )
+    split_host_port(config.listen, "--listen")
+    split_host_port(config.metrics_listen, "--metrics-listen")
+    return config

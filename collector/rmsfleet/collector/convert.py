@@ -1,0 +1,133 @@
+"""Protobuf stops here: wire messages to domain types and back, with the field-naming errors
+the servicers turn into INVALID_ARGUMENT."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from rmsfleet.agent.facts import (
+    Activation,
+    ClientFacts,
+    ClusterKind,
+    Enrollment,
+    HostFacts,
+    InvalidFacts,
+    ServerFacts,
+    Version,
+    validate,
+)
+from rmsfleet.v1 import facts_pb2, inventory_pb2
+
+VERSION_FROM_PB = {
+    facts_pb2.VERSION_RTM: Version.RTM,
+    facts_pb2.VERSION_SP1: Version.SP1,
+    facts_pb2.VERSION_SP2: Version.SP2,
+    facts_pb2.VERSION_UNKNOWN: Version.UNKNOWN,
+}
+VERSION_TO_PB = {v: k for k, v in VERSION_FROM_PB.items()}
+KIND_FROM_PB = {
+    facts_pb2.CLUSTER_KIND_ROOT_CERTIFICATION: ClusterKind.ROOT_CERTIFICATION,
+    facts_pb2.CLUSTER_KIND_LICENSING: ClusterKind.LICENSING,
+}
+KIND_TO_PB = {v: k for k, v in KIND_FROM_PB.items()}
+ENROLLMENT_FROM_PB = {facts_pb2.ENROLLMENT_OFFLINE: Enrollment.OFFLINE, facts_pb2.ENROLLMENT_ONLINE: Enrollment.ONLINE}
+ENROLLMENT_TO_PB = {v: k for k, v in ENROLLMENT_FROM_PB.items()}
+ACTIVATION_FROM_PB = {
+    facts_pb2.ACTIVATION_SELF: Activation.SELF,
+    facts_pb2.ACTIVATION_INTERNET: Activation.INTERNET,
+    facts_pb2.ACTIVATION_NONE: Activation.NONE,
+}
+ACTIVATION_TO_PB = {v: k for k, v in ACTIVATION_FROM_PB.items()}
+
+MAX_AGENT_VERSION = 64
+T = TypeVar("T")
+
+
+def _enum(table: Mapping[Any, T], value: int, field: str, name: str) -> T:
+    try:
+        return table[value]
+    except KeyError:
+        raise InvalidFacts(field, f"a known {name} (got enum value {value})") from None
+
+
+def facts_from_pb(message: facts_pb2.HostFacts) -> HostFacts:
+    """Raise InvalidFacts naming the wire field (e.g. `facts.server.version`)."""
+    server = None
+    if message.HasField("server"):
+        s = message.server
+        server = ServerFacts(
+            version=_enum(VERSION_FROM_PB, s.version, "server.version", "version (RTM, SP1, SP2, UNKNOWN)"),
+            cluster=s.cluster,
+            cluster_kind=_enum(KIND_FROM_PB, s.cluster_kind, "server.cluster_kind", "cluster kind"),
+            root_cluster=s.root_cluster or None,
+            enrollment=_enum(ENROLLMENT_FROM_PB, s.enrollment, "server.enrollment", "enrollment (offline, online)"),
+        )
+    client = None
+    if message.HasField("client"):
+        c = message.client
+        client = ClientFacts(
+            version=_enum(VERSION_FROM_PB, c.version, "client.version", "version (RTM, SP1, SP2, UNKNOWN)"),
+            activation=_enum(
+                ACTIVATION_FROM_PB, c.activation, "client.activation", "activation (self, internet, none)"
+            ),
+            cluster=c.cluster or None,
+        )
+    facts = HostFacts(
+        host_id=message.host_id, hostname=message.hostname, forest=message.forest, server=server, client=client
+    )
+    validate(facts)
+    return facts
+
+
+def facts_to_pb(facts: HostFacts) -> facts_pb2.HostFacts:
+    message = facts_pb2.HostFacts(host_id=facts.host_id, hostname=facts.hostname, forest=facts.forest)
+    if facts.server is not None:
+        message.server.CopyFrom(
+            facts_pb2.ServerFacts(
+                version=VERSION_TO_PB[facts.server.version],
+                cluster=facts.server.cluster,
+                cluster_kind=KIND_TO_PB[facts.server.cluster_kind],
+                root_cluster=facts.server.root_cluster or "",
+                enrollment=ENROLLMENT_TO_PB[facts.server.enrollment],
+            )
+        )
+    if facts.client is not None:
+        message.client.CopyFrom(
+            facts_pb2.ClientFacts(
+                version=VERSION_TO_PB[facts.client.version],
+                activation=ACTIVATION_TO_PB[facts.client.activation],
+                cluster=facts.client.cluster or "",
+            )
+        )
+    return message
+
+
+def report_fields_from_pb(request: inventory_pb2.ReportRequest) -> tuple[HostFacts, datetime, int, str]:
+    """Validate a report; InvalidFacts names the field with its `facts.` prefix where it has one."""
+    if not request.HasField("facts"):
+        raise InvalidFacts("facts", "the host facts (the field is missing)")
+    try:
+        facts = facts_from_pb(request.facts)
+    except InvalidFacts as exc:
+        raise InvalidFacts(f"facts.{exc.field}", exc.reason) from None
+    if not request.HasField("observed_at"):
+        raise InvalidFacts("observed_at", "the time the facts were read (the field is missing)")
+    if request.sequence == 0:
+        raise InvalidFacts("sequence", "a per-host sequence number > 0")
+    if len(request.agent_version) > MAX_AGENT_VERSION:
+        raise InvalidFacts("agent_version", f"at most {MAX_AGENT_VERSION} characters")
+    return facts, timestamp_to_datetime(request.observed_at), request.sequence, request.agent_version
+
+
+def timestamp_to_datetime(stamp: Timestamp) -> datetime:
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+def datetime_to_timestamp(moment: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment.astimezone(UTC))
+    return stamp

@@ -1,0 +1,178 @@
+"""The collector's metrics (docs/metrics.md), registered on an injected registry.
+
+Fleet-state gauges come from FleetStateCollector, which only reads the aggregates snapshot the
+evaluator last published: a scrape does no per-host work and no database query."""
+
+from __future__ import annotations
+
+import platform
+import threading
+from collections.abc import Callable, Iterable, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from rmsfleet.collector.clock import Clock
+from rmsfleet.collector.domain.cluster_summary import ClusterSummary, summarize_clusters
+from rmsfleet.collector.store.aggregates_sql import FleetAggregates
+
+VERSIONS = ("RTM", "SP1", "SP2", "UNKNOWN")
+ROLES = ("server", "client")
+ACTIVATIONS = ("self", "internet", "none")
+SEVERITIES = ("warning", "critical")
+
+
+class CollectorMetrics:
+    def __init__(self, registry: CollectorRegistry, version: str) -> None:
+        self.rpcs = Counter(
+            "rmsfleet_rpcs", "gRPC calls handled, by method and status code", ["method", "code"], registry=registry
+        )
+        self.reports = Counter("rmsfleet_reports", "Reports by what became of them", ["outcome"], registry=registry)
+        self.ingest_queue_depth = Gauge(
+            "rmsfleet_ingest_queue_depth", "Reports waiting for the group-commit writer", registry=registry
+        )
+        self.ingest_batch_size = Histogram(
+            "rmsfleet_ingest_batch_size",
+            "Reports per committed batch",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000),
+            registry=registry,
+        )
+        self.ingest_commit_duration = Histogram(
+            "rmsfleet_ingest_commit_duration_seconds",
+            "Time to write and commit one batch",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=registry,
+        )
+        self.database_errors = Counter(
+            "rmsfleet_database_errors", "Database errors by operation", ["operation"], registry=registry
+        )
+        self.evaluation_last_success = Gauge(
+            "rmsfleet_evaluation_last_success_timestamp_seconds",
+            "Unix time the last evaluation pass finished",
+            registry=registry,
+        )
+        self.evaluation_duration = Histogram(
+            "rmsfleet_evaluation_duration_seconds",
+            "Time of one evaluation pass",
+            ["kind"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=registry,
+        )
+        build = Gauge("rmsfleet_build_info", "The running build", ["version", "python"], registry=registry)
+        build.labels(version=version, python=platform.python_version()).set(1)
+        for outcome in ("applied", "duplicate", "invalid", "refused", "error"):
+            self.reports.labels(outcome=outcome)
+        for operation in ("ingest", "evaluate", "aggregate", "query"):
+            self.database_errors.labels(operation=operation)
+
+
+class AggregatesHolder:
+    """The latest fleet aggregates, swapped atomically by the evaluator, read by scrapes and queries."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._current: tuple[FleetAggregates, list[ClusterSummary]] | None = None
+
+    def publish(self, aggregates: FleetAggregates) -> None:
+        summary = summarize_clusters(aggregates.cluster_servers, aggregates.cluster_clients)
+        with self._lock:
+            self._current = (aggregates, summary)
+
+    def current(self) -> tuple[FleetAggregates, list[ClusterSummary]] | None:
+        with self._lock:
+            return self._current
+
+
+class FleetStateCollector(Collector):
+    def __init__(self, holder: AggregatesHolder, policy_ids: Callable[[], Sequence[str]], clock: Clock) -> None:
+        self._holder = holder
+        self._policy_ids = policy_ids
+        self._clock = clock
+
+    def describe(self) -> Iterable[Metric]:
+        # Describing nothing keeps registration from calling collect() before the first evaluation.
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        snapshot = self._holder.current()
+        if snapshot is None:
+            return
+        aggregates, clusters = snapshot
+        hosts = GaugeMetricFamily("rmsfleet_hosts", "Hosts reporting a role at a version", labels=["role", "version"])
+        for role in ROLES:
+            for version in VERSIONS:
+                hosts.add_metric([role, version], aggregates.hosts_by_role_version.get((role, version), 0))
+        yield hosts
+        clients = GaugeMetricFamily(
+            "rmsfleet_clients", "Clients by version and activation (D10)", labels=["version", "activation"]
+        )
+        for version in VERSIONS:
+            for activation in ACTIVATIONS:
+                clients.add_metric(
+                    [version, activation], aggregates.clients_by_version_activation.get((version, activation), 0)
+                )
+        yield clients
+        yield GaugeMetricFamily("rmsfleet_fleet_hosts", "Hosts known to the collector", value=aggregates.total_hosts)
+        yield GaugeMetricFamily(
+            "rmsfleet_stale_agents",
+            "Hosts that have not reported within the stale window",
+            value=aggregates.stale_hosts,
+        )
+        yield from _cluster_families(clusters)
+        yield from _violation_families(aggregates, self._policy_ids(), self._clock)
+
+
+def _cluster_families(clusters: Sequence[ClusterSummary]) -> Iterable[Metric]:
+    by_state = GaugeMetricFamily("rmsfleet_clusters", "Clusters by kind and state (D5)", labels=["kind", "state"])
+    counts: dict[tuple[str, str], int] = {
+        (kind, state): 0 for kind in ("root-certification", "licensing") for state in ("uniform", "mixed")
+    }
+    servers = GaugeMetricFamily(
+        "rmsfleet_cluster_servers", "Servers per cluster and version", labels=["cluster", "kind", "forest", "version"]
+    )
+    capability = GaugeMetricFamily(
+        "rmsfleet_cluster_capability", "Cluster capabilities (D9-D12)", labels=["cluster", "capability"]
+    )
+    for cluster in clusters:
+        state = "mixed" if len([v for v, n in cluster.server_versions.items() if n > 0]) > 1 else "uniform"
+        counts[cluster.kind, state] = counts.get((cluster.kind, state), 0) + 1
+        for version, count in sorted(cluster.server_versions.items()):
+            servers.add_metric([cluster.url, cluster.kind, cluster.forest, version], count)
+        capability.add_metric([cluster.url, "offline_enrollment"], float(cluster.offline_enrollment))
+        capability.add_metric(
+            [cluster.url, "self_activating_clients_all"], float(cluster.self_activating_clients == "all")
+        )
+        capability.add_metric([cluster.url, "server_lockbox"], float(cluster.server_lockbox))
+        capability.add_metric([cluster.url, "sql_server_2005_by_default"], float(cluster.sql_server_2005_by_default))
+    for (kind, state), count in sorted(counts.items()):
+        by_state.add_metric([kind, state], count)
+    yield by_state
+    yield servers
+    yield capability
+
+
+def _violation_families(aggregates: FleetAggregates, policy_ids: Sequence[str], clock: Clock) -> Iterable[Metric]:
+    total = GaugeMetricFamily("rmsfleet_policy_violations", "Open violations per policy", labels=["policy"])
+    by_severity = GaugeMetricFamily(
+        "rmsfleet_policy_violations_by_severity",
+        "Open violations per policy and severity",
+        labels=["policy", "severity"],
+    )
+    oldest = GaugeMetricFamily(
+        "rmsfleet_policy_violation_oldest_age_seconds",
+        "Age of the oldest open violation of the policy",
+        labels=["policy"],
+    )
+    now = clock()
+    known = list(policy_ids) + sorted({p for p, _ in aggregates.violations_by_policy_severity} - set(policy_ids))
+    for policy in known:
+        counts = [aggregates.violations_by_policy_severity.get((policy, s), 0) for s in SEVERITIES]
+        total.add_metric([policy], sum(counts))
+        for severity, count in zip(SEVERITIES, counts, strict=True):
+            by_severity.add_metric([policy, severity], count)
+        first = aggregates.oldest_violation_by_policy.get(policy)
+        oldest.add_metric([policy], 0.0 if first is None else max(0.0, (now - first).total_seconds()))
+    yield total
+    yield by_severity
+    yield oldest

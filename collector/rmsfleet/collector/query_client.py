@@ -1,0 +1,128 @@
+"""The CLI's side of the query service: pages through lists and turns messages into plain
+dicts (the JSON contracts in design.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC
+from typing import Any, Protocol, TypeVar
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from rmsfleet.v1 import facts_pb2, query_pb2
+
+M = TypeVar("M")
+
+VERSION = {
+    facts_pb2.VERSION_RTM: "RTM",
+    facts_pb2.VERSION_SP1: "SP1",
+    facts_pb2.VERSION_SP2: "SP2",
+    facts_pb2.VERSION_UNKNOWN: "UNKNOWN",
+}
+KIND = {facts_pb2.CLUSTER_KIND_ROOT_CERTIFICATION: "root-certification", facts_pb2.CLUSTER_KIND_LICENSING: "licensing"}
+ENROLLMENT = {facts_pb2.ENROLLMENT_OFFLINE: "offline", facts_pb2.ENROLLMENT_ONLINE: "online"}
+ACTIVATION = {
+    facts_pb2.ACTIVATION_SELF: "self",
+    facts_pb2.ACTIVATION_INTERNET: "internet",
+    facts_pb2.ACTIVATION_NONE: "none",
+}
+
+
+class PagedResponse(Protocol):
+    @property
+    def next_page_token(self) -> str: ...
+
+
+def pages(fetch: Callable[[str], Any], items: Callable[[Any], list[M]]) -> Iterator[M]:
+    """Yield every item of a paged list, one request per page."""
+    token = ""
+    while True:
+        response = fetch(token)
+        yield from items(response)
+        token = response.next_page_token
+        if not token:
+            return
+
+
+def iso(stamp: Timestamp, present: bool = True) -> str | None:
+    if not present:
+        return None
+    return stamp.ToDatetime(tzinfo=UTC).isoformat().replace("+00:00", "Z")
+
+
+def facts_dict(facts: facts_pb2.HostFacts) -> dict[str, Any]:
+    server = None
+    if facts.HasField("server"):
+        s = facts.server
+        server = {
+            "version": VERSION.get(s.version, "UNKNOWN"),
+            "cluster": s.cluster,
+            "cluster_kind": KIND.get(s.cluster_kind),
+            "root_cluster": s.root_cluster or None,
+            "enrollment": ENROLLMENT.get(s.enrollment),
+        }
+    client = None
+    if facts.HasField("client"):
+        c = facts.client
+        client = {
+            "version": VERSION.get(c.version, "UNKNOWN"),
+            "activation": ACTIVATION.get(c.activation),
+            "cluster": c.cluster or None,
+        }
+    return {
+        "host_id": facts.host_id,
+        "hostname": facts.hostname,
+        "forest": facts.forest,
+        "server": server,
+        "client": client,
+    }
+
+
+def host_dict(host: query_pb2.Host) -> dict[str, Any]:
+    return {
+        **facts_dict(host.facts),
+        "first_seen": iso(host.first_seen),
+        "last_seen": iso(host.last_seen),
+        "observed_at": iso(host.observed_at),
+        "last_sequence": host.last_sequence,
+        "agent_version": host.agent_version,
+        "stale": host.stale,
+    }
+
+
+def violation_dict(v: query_pb2.Violation) -> dict[str, Any]:
+    return {
+        "policy": v.policy,
+        "subject_kind": v.subject_kind,
+        "subject": v.subject,
+        "severity": v.severity,
+        "since": iso(v.since),
+        "resolved_at": iso(v.resolved_at, v.HasField("resolved_at")),
+        "detail": v.detail,
+    }
+
+
+def cluster_dict(c: query_pb2.Cluster) -> dict[str, Any]:
+    return {
+        "url": c.url,
+        "kind": KIND.get(c.kind),
+        "root_cluster": c.root_cluster or None,
+        "forest": c.forest,
+        "server_versions": {VERSION[v.version]: v.count for v in c.server_versions},
+        "client_versions": {VERSION[v.version]: v.count for v in c.client_versions},
+        "offline_enrollment": c.offline_enrollment,
+        "self_activating_clients": c.self_activating_clients,
+        "server_lockbox": c.server_lockbox,
+        "sql_server_2005_by_default": c.sql_server_2005_by_default,
+    }
+
+
+def exemption_dict(e: query_pb2.Exemption) -> dict[str, Any]:
+    return {
+        "policy": e.policy,
+        "subject_kind": e.subject_kind,
+        "subject": e.subject,
+        "reason": e.reason,
+        "created_at": iso(e.created_at),
+        "expires_at": iso(e.expires_at, e.HasField("expires_at")),
+    }

@@ -1,0 +1,37 @@
+"""What the ingest path carries: a validated report and what became of it. Pure data."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+
+from rmsfleet.agent.facts import HostFacts
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingReport:
+    facts: HostFacts
+    observed_at: datetime
+    sequence: int
+    agent_version: str
+    received_at: datetime
+
+
+class Outcome(enum.Enum):
+    # The values are the `outcome` label of rmsfleet_reports_total.
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    INVALID = "invalid"
+    REFUSED = "refused"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedReport:
+    """The store's answer for one report of a batch."""
+
+    host_id: str
+    sequence: int
+    outcome: Outcome
+    facts_changed: bool

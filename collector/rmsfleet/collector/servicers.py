@@ -1,0 +1,312 @@
+"""Thin gRPC servicers: validate, convert, call the use-case, map errors to status codes."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from concurrent.futures import TimeoutError as FutureTimeout
+from datetime import datetime
+from typing import Any, TypeVar
+
+import grpc
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from rmsfleet.agent.facts import ClusterKind, InvalidFacts, Version
+from rmsfleet.collector import convert
+from rmsfleet.collector.clock import Clock
+from rmsfleet.collector.config import ServeConfig
+from rmsfleet.collector.domain.cluster_summary import summarize_clusters
+from rmsfleet.collector.ingest import GroupCommitWriter, IngestFailed, IngestOverloaded, IngestStopped
+from rmsfleet.collector.metrics import CollectorMetrics
+from rmsfleet.collector.paging import BadPageToken, decode_token, encode_token, page_size
+from rmsfleet.collector.reports import IncomingReport, Outcome
+from rmsfleet.collector.store import queries
+from rmsfleet.collector.store.aggregates_sql import compute_aggregates
+from rmsfleet.v1 import facts_pb2, inventory_pb2, inventory_pb2_grpc, query_pb2, query_pb2_grpc
+
+log = logging.getLogger(__name__)
+R = TypeVar("R")
+
+# An agent's deadline bounds how long it waits; this bounds it when the agent sets none.
+DEFAULT_ACK_WAIT = 30.0
+
+
+def observed(method: str) -> Callable[[Callable[..., R]], Callable[..., R]]:
+    """Count every call in rmsfleet_rpcs_total by its final status code."""
+
+    def wrap(handler: Callable[..., R]) -> Callable[..., R]:
+        @functools.wraps(handler)
+        def run(self: Any, request: Any, context: grpc.ServicerContext) -> R:
+            try:
+                response = handler(self, request, context)
+            except Exception:
+                code = context.code() if hasattr(context, "code") else None
+                self.metrics.rpcs.labels(method=method, code=(code or grpc.StatusCode.UNKNOWN).name).inc()
+                raise
+            self.metrics.rpcs.labels(method=method, code="OK").inc()
+            return response
+
+        return run
+
+    return wrap
+
+
+class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
+    def __init__(self, writer: GroupCommitWriter, metrics: CollectorMetrics, clock: Clock) -> None:
+        self.writer = writer
+        self.metrics = metrics
+        self.clock = clock
+
+    @observed("Report")
+    def Report(
+        self, request: inventory_pb2.ReportRequest, context: grpc.ServicerContext
+    ) -> inventory_pb2.ReportResponse:
+        try:
+            facts, observed_at, sequence, agent_version = convert.report_fields_from_pb(request)
+        except InvalidFacts as exc:
+            self.metrics.reports.labels(outcome=Outcome.INVALID.value).inc()
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{exc.field}: expected {exc.reason}")
+        report = IncomingReport(facts, observed_at, sequence, agent_version, received_at=self.clock())
+        try:
+            future = self.writer.submit(report)
+        except IngestOverloaded as exc:
+            self.metrics.reports.labels(outcome=Outcome.REFUSED.value).inc()
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        except IngestStopped as exc:
+            self.metrics.reports.labels(outcome=Outcome.REFUSED.value).inc()
+            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        remaining = context.time_remaining()
+        try:
+            result = future.result(timeout=DEFAULT_ACK_WAIT if remaining is None else max(remaining, 0.0))
+        except IngestFailed as exc:
+            self.metrics.reports.labels(outcome=Outcome.ERROR.value).inc()
+            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        except FutureTimeout:
+            # The batch may still commit; the agent's retry with the same sequence is then a duplicate.
+            self.metrics.reports.labels(outcome=Outcome.ERROR.value).inc()
+            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the report was not committed before the deadline")
+        self.metrics.reports.labels(outcome=result.outcome.value).inc()
+        return inventory_pb2.ReportResponse(
+            applied=result.outcome is Outcome.APPLIED, acknowledged_sequence=result.sequence
+        )
+
+    @observed("Enroll")
+    def Enroll(
+        self, request: inventory_pb2.EnrollRequest, context: grpc.ServicerContext
+    ) -> inventory_pb2.EnrollResponse:
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "this collector runs without enrollment")
+
+
+def _stamp(moment: datetime | None) -> Any:
+    return None if moment is None else convert.datetime_to_timestamp(moment)
+
+
+VERSION_NAMES = {
+    facts_pb2.VERSION_RTM: "RTM",
+    facts_pb2.VERSION_SP1: "SP1",
+    facts_pb2.VERSION_SP2: "SP2",
+    facts_pb2.VERSION_UNKNOWN: "UNKNOWN",
+}
+
+
+class QueryServicer(query_pb2_grpc.QueryServiceServicer):
+    def __init__(
+        self, sessions: sessionmaker[Session], config: ServeConfig, metrics: CollectorMetrics, clock: Clock
+    ) -> None:
+        self.sessions = sessions
+        self.config = config
+        self.metrics = metrics
+        self.clock = clock
+
+    def _database_failed(self, context: grpc.ServicerContext, exc: SQLAlchemyError) -> None:
+        self.metrics.database_errors.labels(operation="query").inc()
+        log.error("query failed: %s", str(exc).splitlines()[0])
+        context.abort(grpc.StatusCode.UNAVAILABLE, "the database is not available")
+
+    @observed("ListHosts")
+    def ListHosts(
+        self, request: query_pb2.ListHostsRequest, context: grpc.ServicerContext
+    ) -> query_pb2.ListHostsResponse:
+        try:
+            limit = page_size(request.page_size)
+            after = decode_token(request.page_token)
+        except BadPageToken as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        if request.role not in ("", "server", "client"):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "role: expected 'server', 'client' or empty")
+        flt = queries.HostFilter(
+            role=request.role or None,
+            version=VERSION_NAMES.get(request.version),
+            cluster=request.cluster or None,
+            forest=request.forest or None,
+            stale_only=request.stale_only,
+        )
+        try:
+            with self.sessions() as session:
+                hosts = queries.list_hosts(session, flt, after, limit, self.clock(), self.config.policy.stale_after)
+        except SQLAlchemyError as exc:
+            self._database_failed(context, exc)
+        response = query_pb2.ListHostsResponse(hosts=[_host_pb(h) for h in hosts])
+        if len(hosts) == limit:
+            response.next_page_token = encode_token(hosts[-1].facts.host_id)
+        return response
+
+    @observed("GetHost")
+    def GetHost(self, request: query_pb2.GetHostRequest, context: grpc.ServicerContext) -> query_pb2.GetHostResponse:
+        try:
+            with self.sessions() as session:
+                found = queries.get_host(session, request.host_id, self.clock(), self.config.policy.stale_after)
+        except SQLAlchemyError as exc:
+            self._database_failed(context, exc)
+        if found is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"host_id: no host {request.host_id!r} has reported")
+        host, history = found
+        return query_pb2.GetHostResponse(
+            host=_host_pb(host),
+            history=[
+                query_pb2.HostChange(changed_at=_stamp(c.changed_at), facts=convert.facts_to_pb(c.facts))
+                for c in history
+            ],
+        )
+
+    @observed("ListViolations")
+    def ListViolations(
+        self, request: query_pb2.ListViolationsRequest, context: grpc.ServicerContext
+    ) -> query_pb2.ListViolationsResponse:
+        try:
+            limit = page_size(request.page_size)
+            token = decode_token(request.page_token)
+            after = None if token is None else int(token)
+        except (BadPageToken, ValueError) as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        if request.state not in ("", "open", "resolved", "all"):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "state: expected 'open', 'resolved' or 'all'")
+        if request.severity not in ("", "warning", "critical"):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "severity: expected 'warning' or 'critical'")
+        flt = queries.ViolationFilter(
+            policy=request.policy or None,
+            severity=request.severity or None,
+            state=request.state or "open",
+            since=convert.timestamp_to_datetime(request.since) if request.HasField("since") else None,
+        )
+        try:
+            with self.sessions() as session:
+                rows = queries.list_violations(session, flt, after, limit)
+        except SQLAlchemyError as exc:
+            self._database_failed(context, exc)
+        response = query_pb2.ListViolationsResponse(
+            violations=[
+                query_pb2.Violation(
+                    policy=v.policy,
+                    subject_kind=v.subject_kind,
+                    subject=v.subject,
+                    severity=v.severity,
+                    since=_stamp(v.since),
+                    resolved_at=_stamp(v.resolved_at),
+                    detail=v.detail,
+                )
+                for v in rows
+            ]
+        )
+        if len(rows) == limit:
+            response.next_page_token = encode_token(str(rows[-1].id))
+        return response
+
+    @observed("ListClusters")
+    def ListClusters(
+        self, request: query_pb2.ListClustersRequest, context: grpc.ServicerContext
+    ) -> query_pb2.ListClustersResponse:
+        try:
+            limit = page_size(request.page_size)
+            after = decode_token(request.page_token)
+        except BadPageToken as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        try:
+            with self.sessions() as session:
+                aggregates = compute_aggregates(session, self.clock(), self.config.policy.stale_after)
+        except SQLAlchemyError as exc:
+            self._database_failed(context, exc)
+        # Clusters are few (tens to hundreds): summarise all, then page the sorted list.
+        summaries = [
+            s
+            for s in summarize_clusters(aggregates.cluster_servers, aggregates.cluster_clients)
+            if after is None or s.url > after
+        ][:limit]
+        response = query_pb2.ListClustersResponse(
+            clusters=[
+                query_pb2.Cluster(
+                    url=s.url,
+                    kind=convert.KIND_TO_PB[ClusterKind(s.kind)],
+                    root_cluster=s.root_cluster or "",
+                    forest=s.forest,
+                    server_versions=_version_counts(s.server_versions),
+                    client_versions=_version_counts(s.client_versions),
+                    offline_enrollment=s.offline_enrollment,
+                    self_activating_clients=s.self_activating_clients,
+                    server_lockbox=s.server_lockbox,
+                    sql_server_2005_by_default=s.sql_server_2005_by_default,
+                )
+                for s in summaries
+            ]
+        )
+        if len(summaries) == limit:
+            response.next_page_token = encode_token(summaries[-1].url)
+        return response
+
+    @observed("ListExemptions")
+    def ListExemptions(
+        self, request: query_pb2.ListExemptionsRequest, context: grpc.ServicerContext
+    ) -> query_pb2.ListExemptionsResponse:
+        try:
+            limit = page_size(request.page_size)
+            token = decode_token(request.page_token)
+            after = None if token is None else int(token)
+        except (BadPageToken, ValueError) as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        try:
+            with self.sessions() as session:
+                rows = queries.list_exemptions(session, after, limit)
+        except SQLAlchemyError as exc:
+            self._database_failed(context, exc)
+        response = query_pb2.ListExemptionsResponse(
+            exemptions=[
+                query_pb2.Exemption(
+                    policy=e.policy,
+                    subject_kind=e.subject_kind,
+                    subject=e.subject,
+                    reason=e.reason,
+                    created_at=_stamp(e.created_at),
+                    expires_at=_stamp(e.expires_at),
+                )
+                for e in rows
+            ]
+        )
+        if len(rows) == limit:
+            response.next_page_token = encode_token(str(rows[-1].id))
+        return response
+
+    @observed("GetPlan")
+    def GetPlan(self, request: query_pb2.GetPlanRequest, context: grpc.ServicerContext) -> query_pb2.GetPlanResponse:
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "the upgrade planner is not wired in yet")
+
+
+def _version_counts(counts: Any) -> list[query_pb2.ClusterVersionCount]:
+    return [
+        query_pb2.ClusterVersionCount(version=convert.VERSION_TO_PB[Version(v)], count=n)
+        for v, n in sorted(counts.items())
+        if n
+    ]
+
+
+def _host_pb(host: queries.HostView) -> query_pb2.Host:
+    return query_pb2.Host(
+        facts=convert.facts_to_pb(host.facts),
+        first_seen=_stamp(host.first_seen),
+        last_seen=_stamp(host.last_seen),
+        observed_at=_stamp(host.observed_at),
+        last_sequence=host.last_sequence,
+        agent_version=host.agent_version,
+        stale=host.stale,
+    )

@@ -1,0 +1,1 @@
+"""The store: every line of SQL in rmsfleet lives in this package."""

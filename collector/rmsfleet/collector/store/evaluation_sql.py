@@ -1,0 +1,136 @@
+"""What the evaluator reads (the fleet, the history the rules need) and writes (violations)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, insert, select, text, update
+from sqlalchemy.orm import Session
+
+from rmsfleet.collector.domain.model import FactChange, Finding, Fleet, HostRecord, Severity
+from rmsfleet.collector.store.models import ExemptionRow, HostHistoryRow, HostRow, ViolationRow
+from rmsfleet.collector.store.rows import FACT_COLUMNS, facts_from_columns, utc
+
+# An arbitrary constant both replicas agree on: the key of the evaluation advisory lock.
+EVALUATION_LOCK_KEY = 0x524D53464C454554  # "RMSFLEET"
+
+
+def try_evaluation_lock(session: Session) -> bool:
+    """On PostgreSQL, take the transaction-scoped advisory lock that makes one replica evaluate
+    at a time; other replicas skip the pass. SQLite has one collector per file: always True."""
+    if session.get_bind().dialect.name != "postgresql":
+        return True
+    return bool(session.execute(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": EVALUATION_LOCK_KEY}).scalar())
+
+
+def load_fleet(session: Session, host_ids: Iterable[str] | None = None) -> Fleet:
+    """All hosts (or only `host_ids`) with the history the rules need: the fact changes of hosts
+    that ever reported an RTM server (D1's upgrade-path rule); other histories are not loaded."""
+    columns = [HostRow.host_id, HostRow.first_seen, HostRow.last_seen, *[getattr(HostRow, c) for c in FACT_COLUMNS]]
+    statement = select(*columns)
+    wanted = None if host_ids is None else sorted(set(host_ids))
+    if wanted is not None:
+        statement = statement.where(HostRow.host_id.in_(wanted))
+    hosts = [
+        HostRecord(
+            facts=facts_from_columns(row.host_id, row), first_seen=utc(row.first_seen), last_seen=utc(row.last_seen)
+        )
+        for row in session.execute(statement)
+    ]
+    history_columns = [
+        HostHistoryRow.host_id,
+        HostHistoryRow.changed_at,
+        *[getattr(HostHistoryRow, c) for c in FACT_COLUMNS],
+    ]
+    rtm_hosts = select(HostHistoryRow.host_id).where(HostHistoryRow.server_version == "RTM")
+    if wanted is not None:
+        rtm_hosts = rtm_hosts.where(HostHistoryRow.host_id.in_(wanted))
+    history_statement = (
+        select(*history_columns)
+        .where(HostHistoryRow.host_id.in_(rtm_hosts.distinct()))
+        .order_by(HostHistoryRow.host_id, HostHistoryRow.changed_at, HostHistoryRow.sequence)
+    )
+    history: dict[str, list[FactChange]] = defaultdict(list)
+    for row in session.execute(history_statement):
+        history[row.host_id].append(
+            FactChange(host_id=row.host_id, changed_at=utc(row.changed_at), facts=facts_from_columns(row.host_id, row))
+        )
+    return Fleet(hosts=hosts, history=dict(history))
+
+
+@dataclass(frozen=True, slots=True)
+class OpenViolation:
+    id: int
+    policy: str
+    subject_kind: str
+    subject: str
+    severity: str
+    detail: str
+    since: datetime
+
+
+def open_violations(session: Session, policies: Iterable[str] | None = None) -> list[OpenViolation]:
+    statement = select(ViolationRow).where(ViolationRow.resolved_at.is_(None))
+    if policies is not None:
+        statement = statement.where(ViolationRow.policy.in_(list(policies)))
+    return [
+        OpenViolation(r.id, r.policy, r.subject_kind, r.subject, r.severity, r.detail, utc(r.since))
+        for r in session.scalars(statement)
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class ViolationChanges:
+    opened: int
+    updated: int
+    resolved: int
+
+
+def write_violations(
+    session: Session,
+    opened: Sequence[Finding],
+    updated: Sequence[tuple[int, Finding]],
+    resolved: Sequence[int],
+    now: datetime,
+) -> ViolationChanges:
+    """Insert, update (severity/detail) and resolve violations: at most three statements."""
+    if opened:
+        session.execute(
+            insert(ViolationRow),
+            [
+                {
+                    "policy": f.policy,
+                    "subject_kind": f.subject_kind.value,
+                    "subject": f.subject,
+                    "severity": f.severity.value,
+                    "detail": f.detail,
+                    "since": now,
+                    "resolved_at": None,
+                }
+                for f in opened
+            ],
+        )
+    if updated:
+        session.execute(
+            update(ViolationRow),
+            [{"id": vid, "severity": f.severity.value, "detail": f.detail} for vid, f in updated],
+        )
+    if resolved:
+        session.execute(update(ViolationRow), [{"id": vid, "resolved_at": now} for vid in resolved])
+    return ViolationChanges(len(opened), len(updated), len(resolved))
+
+
+def active_exemptions(session: Session, now: datetime) -> list[ExemptionRow]:
+    statement = select(ExemptionRow).where((ExemptionRow.expires_at.is_(None)) | (ExemptionRow.expires_at > now))
+    return list(session.scalars(statement))
+
+
+def count_hosts(session: Session) -> int:
+    return int(session.execute(select(func.count()).select_from(HostRow)).scalar_one())
+
+
+def severity_of(value: str) -> Severity:
+    return Severity(value)

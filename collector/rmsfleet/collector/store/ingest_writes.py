@@ -1,0 +1,82 @@
+"""Applying a batch of reports in one transaction: a fixed number of statements per batch,
+never a round trip per report."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from rmsfleet.collector.reports import AppliedReport, IncomingReport, Outcome
+from rmsfleet.collector.store.models import HostHistoryRow, HostRow
+from rmsfleet.collector.store.rows import FACT_COLUMNS, facts_to_columns
+
+# Well under SQLite's bound-parameter limit for the IN list.
+_SELECT_CHUNK = 900
+
+
+def apply_reports(session: Session, reports: Sequence[IncomingReport]) -> list[AppliedReport]:
+    """Upsert hosts, append history only where facts changed, skip reports already applied
+    (same host, sequence not newer). The caller owns the transaction. Results are in input order."""
+    host_ids = sorted({report.facts.host_id for report in reports})
+    current: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(host_ids), _SELECT_CHUNK):
+        chunk = host_ids[start : start + _SELECT_CHUNK]
+        # FOR UPDATE (ignored by SQLite, which has one writer) serialises replicas that write the
+        # same hosts, so the sequence check below cannot race; ordered to avoid deadlocks.
+        statement = (
+            select(HostRow.host_id, HostRow.last_sequence, *[getattr(HostRow, c) for c in FACT_COLUMNS])
+            .where(HostRow.host_id.in_(chunk))
+            .order_by(HostRow.host_id)
+            .with_for_update()
+        )
+        for row in session.execute(statement):
+            current[row.host_id] = dict(row._mapping)
+
+    inserts: dict[str, dict[str, Any]] = {}
+    updates: dict[str, dict[str, Any]] = {}
+    history: list[dict[str, Any]] = []
+    results: list[AppliedReport] = []
+    # Within a batch a host's reports are applied in sequence order, whatever order they arrived in.
+    ordered = sorted(enumerate(reports), key=lambda item: (item[1].facts.host_id, item[1].sequence))
+    by_index: dict[int, AppliedReport] = {}
+    for index, report in ordered:
+        host_id = report.facts.host_id
+        columns = facts_to_columns(report.facts)
+        known = current.get(host_id)
+        if known is not None and report.sequence <= known["last_sequence"]:
+            by_index[index] = AppliedReport(host_id, report.sequence, Outcome.DUPLICATE, facts_changed=False)
+            continue
+        changed = known is None or any(known[c] != columns[c] for c in FACT_COLUMNS)
+        state = {
+            **columns,
+            "host_id": host_id,
+            "last_seen": report.received_at,
+            "observed_at": report.observed_at,
+            "last_sequence": report.sequence,
+            "agent_version": report.agent_version,
+        }
+        if known is None:
+            inserts[host_id] = {**state, "first_seen": report.received_at, "node_key_hash": None}
+        elif host_id in inserts:
+            inserts[host_id].update(state)
+        else:
+            updates[host_id] = state
+        if changed:
+            history.append(
+                {**columns, "host_id": host_id, "changed_at": report.observed_at, "sequence": report.sequence}
+            )
+        current[host_id] = {**columns, "last_sequence": report.sequence}
+        by_index[index] = AppliedReport(host_id, report.sequence, Outcome.APPLIED, facts_changed=changed)
+
+    if inserts:
+        session.execute(insert(HostRow), list(inserts.values()))
+    if updates:
+        # ORM bulk UPDATE by primary key: one executemany for the whole batch.
+        session.execute(update(HostRow), list(updates.values()))
+    if history:
+        session.execute(insert(HostHistoryRow), history)
+    results.extend(by_index[index] for index in range(len(reports)))
+    return results

@@ -1,0 +1,109 @@
+"""SQLAlchemy models. The schema itself is created and changed only by the alembic migrations
+under migrations/; a test proves the migrations at head match these models."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, MetaData, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Stable constraint names, so migrations name what they create and can drop it again.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL wants 64 bits for history.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+Timestamp = DateTime(timezone=True)
+ID_LENGTH = 255
+URL_LENGTH = 2048
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class FactColumns:
+    """The host facts contract flattened into columns, shared by the current state and history."""
+
+    hostname: Mapped[str] = mapped_column(String(ID_LENGTH))
+    forest: Mapped[str] = mapped_column(String(ID_LENGTH))
+    server_version: Mapped[str | None] = mapped_column(String(16))
+    server_cluster: Mapped[str | None] = mapped_column(String(URL_LENGTH))
+    server_cluster_kind: Mapped[str | None] = mapped_column(String(32))
+    server_root_cluster: Mapped[str | None] = mapped_column(String(URL_LENGTH))
+    server_enrollment: Mapped[str | None] = mapped_column(String(16))
+    client_version: Mapped[str | None] = mapped_column(String(16))
+    client_activation: Mapped[str | None] = mapped_column(String(16))
+    client_cluster: Mapped[str | None] = mapped_column(String(URL_LENGTH))
+
+
+class HostRow(FactColumns, Base):
+    __tablename__ = "hosts"
+
+    host_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    first_seen: Mapped[datetime] = mapped_column(Timestamp)
+    last_seen: Mapped[datetime] = mapped_column(Timestamp)
+    observed_at: Mapped[datetime] = mapped_column(Timestamp)
+    last_sequence: Mapped[int] = mapped_column(BigInteger)
+    agent_version: Mapped[str] = mapped_column(String(64))
+    # Only a hash of the node key is kept: a stolen database does not let anyone report as a host.
+    node_key_hash: Mapped[str | None] = mapped_column(String(128))
+
+    __table_args__ = (
+        Index("ix_hosts_server_cluster", "server_cluster"),
+        Index("ix_hosts_client_cluster", "client_cluster"),
+        Index("ix_hosts_forest", "forest"),
+        Index("ix_hosts_last_seen", "last_seen"),
+    )
+
+
+class HostHistoryRow(FactColumns, Base):
+    """One row per change of a host's facts (not per heartbeat)."""
+
+    __tablename__ = "host_history"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    host_id: Mapped[str] = mapped_column(String(ID_LENGTH), ForeignKey("hosts.host_id", ondelete="CASCADE"))
+    changed_at: Mapped[datetime] = mapped_column(Timestamp)
+    sequence: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        Index("ix_host_history_host_id_changed_at", "host_id", "changed_at"),
+        Index("ix_host_history_server_version", "server_version"),
+    )
+
+
+class ViolationRow(Base):
+    __tablename__ = "violations"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    policy: Mapped[str] = mapped_column(String(64))
+    subject_kind: Mapped[str] = mapped_column(String(16))
+    subject: Mapped[str] = mapped_column(String(URL_LENGTH))
+    severity: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str] = mapped_column(Text)
+    since: Mapped[datetime] = mapped_column(Timestamp)
+    resolved_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+    __table_args__ = (
+        Index("ix_violations_resolved_at_policy", "resolved_at", "policy"),
+        Index("ix_violations_subject", "subject"),
+    )
+
+
+class ExemptionRow(Base):
+    __tablename__ = "exemptions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    policy: Mapped[str] = mapped_column(String(64))
+    subject_kind: Mapped[str] = mapped_column(String(16))
+    subject: Mapped[str] = mapped_column(String(URL_LENGTH))
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    expires_at: Mapped[datetime | None] = mapped_column(Timestamp)
