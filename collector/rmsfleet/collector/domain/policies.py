@@ -1,19 +1,24 @@
 """The rulebook: each policy is a pure function from the fleet (and the time) to findings.
 
 Every policy cites the domain facts (domain.md) it enforces. Time is passed in; nothing here
-reads a clock, a database or the network.
+reads a clock, a database or the network. A version the agent could not map (UNKNOWN) is never
+compared with another: no policy guesses what it might be.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 
+from rmsfleet.collector.domain.capabilities import group_by_cluster
 from rmsfleet.collector.domain.model import (
+    ClusterKind,
     Finding,
     Fleet,
+    HostFacts,
+    HostRecord,
     PolicyConfig,
     Severity,
     SubjectKind,
@@ -38,14 +43,43 @@ class Policy:
     evaluate: PolicyFunction
 
 
+@dataclass(frozen=True, slots=True)
+class Exemption:
+    """A person's decision that one finding is accepted, with the reason, until `expires_at`
+    (exclusive; None means until withdrawn)."""
+
+    policy: str
+    subject_kind: SubjectKind
+    subject: str
+    reason: str
+    expires_at: datetime | None = None
+
+    def covers(self, finding: Finding, now: datetime) -> bool:
+        return (
+            self.policy == finding.policy
+            and self.subject_kind is finding.subject_kind
+            and self.subject == finding.subject
+            and (self.expires_at is None or now < self.expires_at)
+        )
+
+
 def _versions_text(versions: Iterable[Version]) -> str:
     return ", ".join(sorted(v.value for v in versions))
+
+
+def _known(versions: Iterable[Version]) -> set[Version]:
+    return {v for v in versions if v.rank is not None}
+
+
+def _by_host_id(hosts: Iterable[HostRecord]) -> list[HostRecord]:
+    return sorted(hosts, key=lambda h: h.facts.host_id)
 
 
 def mixed_version_cluster(fleet: Fleet, ctx: PolicyContext) -> list[Finding]:
     """D5, D8: the servers of one cluster should run one version. A mixed cluster is expected
     during a rolling upgrade (D5), so it starts as a warning; the evaluator raises it to critical
-    once it has been open longer than `mixed_cluster_grace` (see `escalate`)."""
+    once it has been open longer than `mixed_cluster_grace` (see `escalate`). UNKNOWN servers
+    are left out of the comparison: we never guess a version."""
     versions: dict[str, set[Version]] = defaultdict(set)
     for host in fleet.hosts:
         server = host.facts.server
@@ -58,12 +92,162 @@ def mixed_version_cluster(fleet: Fleet, ctx: PolicyContext) -> list[Finding]:
             subject=cluster,
             severity=Severity.WARNING,
             detail=(
-                f"Cluster {cluster} runs server versions {_versions_text(found)}; finish the rolling "
+                f"Cluster {cluster} runs server versions {_versions_text(_known(found))}; finish the rolling "
                 "upgrade so every server runs the same version (D5, D8)."
             ),
         )
         for cluster, found in sorted(versions.items())
-        if len(found) > 1
+        if len(_known(found)) > 1
+    ]
+
+
+def mixed_versions_in_forest(fleet: Fleet, ctx: PolicyContext) -> list[Finding]:
+    """D8: server RTM, SP1 and SP2 coexist and interoperate only in different AD forests, so the
+    servers of one forest (the host's `forest`) should run one version. Hosts in different
+    forests with different versions are fine. UNKNOWN servers are left out of the comparison.
+
+    A forest is necessarily mixed while it is being upgraded (D5 rolling, D6 root first), so
+    this is a warning; a cluster that is itself mixed also raises `mixed-version-cluster`."""
+    clusters: dict[str, dict[Version, set[str]]] = defaultdict(lambda: defaultdict(set))
+    for host in fleet.hosts:
+        server = host.facts.server
+        if server is not None and server.version.rank is not None:
+            clusters[host.facts.forest][server.version].add(server.cluster)
+    findings: list[Finding] = []
+    for forest, by_version in sorted(clusters.items()):
+        if len(by_version) < 2:
+            continue
+        parts = "; ".join(
+            f"{version.value} in {', '.join(sorted(urls))}"
+            for version, urls in sorted(by_version.items(), key=lambda item: item[0].rank or 0)
+        )
+        findings.append(
+            Finding(
+                policy="mixed-versions-in-forest",
+                subject_kind=SubjectKind.FOREST,
+                subject=forest,
+                severity=Severity.WARNING,
+                detail=(
+                    f"Forest {forest} runs RMS servers of different versions ({parts}), which interoperate only "
+                    "across forests; upgrade the remaining servers, root certification clusters first (D8, D6)."
+                ),
+            )
+        )
+    return findings
+
+
+def licensing_ahead_of_root(fleet: Fleet, ctx: PolicyContext) -> list[Finding]:
+    """D6: a licensing cluster must never run a newer server version than its root certification
+    cluster. Flagged when the licensing cluster's newest server is newer than the root's oldest
+    server: while the root is part-way through its rolling upgrade, no licensing server may pass
+    even the root's slowest server, because D6 upgrades the whole root first.
+
+    Not flagged when the root cluster has no reporting servers (there is nothing to compare
+    with), nor on UNKNOWN versions. A cluster's kind and root are what most of its servers
+    report (capabilities.group_by_cluster)."""
+    clusters = {members.url: members for members in group_by_cluster(fleet.hosts)}
+    findings: list[Finding] = []
+    for url, members in clusters.items():
+        if members.kind is not ClusterKind.LICENSING or members.root_cluster is None:
+            continue
+        root = clusters.get(members.root_cluster)
+        if root is None:
+            continue
+        newest = max(_known(_server_versions(members.servers)), key=_rank, default=None)
+        oldest_root = min(_known(_server_versions(root.servers)), key=_rank, default=None)
+        if newest is None or oldest_root is None or _rank(newest) <= _rank(oldest_root):
+            continue
+        findings.append(
+            Finding(
+                policy="licensing-ahead-of-root",
+                subject_kind=SubjectKind.CLUSTER,
+                subject=url,
+                severity=Severity.CRITICAL,
+                detail=(
+                    f"Licensing cluster {url} runs server {newest.value} while its root certification cluster "
+                    f"{root.url} still has a server at {oldest_root.value}; upgrade every server of the root to "
+                    f"{newest.value} or later before this cluster goes further (D6)."
+                ),
+            )
+        )
+    return findings
+
+
+def unsupported_upgrade_path(fleet: Fleet, ctx: PolicyContext) -> list[Finding]:
+    """D1: a server has no upgrade path from RTM straight to SP2. Flags a server that is at SP2
+    now and reached this SP2 straight from an RTM report, with no SP1 report between, reading
+    `fleet.history[host_id]` (oldest first) followed by the current facts. Clients may do this
+    (D2) and are not looked at.
+
+    The finding clears once the host is no longer at SP2, and stays clear if it comes back to
+    SP2 through SP1: the remedy is to uninstall SP2 (D13: it returns the server to RTM), then
+    install SP1 and SP2, and a finding that the remedy cannot close would only be exempted and
+    forgotten. An UNKNOWN report is no SP1 report, so RTM, UNKNOWN, SP2 is flagged. A report
+    without a server part ends the path: a server installed fresh at SP2 is supported (D3)."""
+    findings: list[Finding] = []
+    for host in _by_host_id(fleet.hosts):
+        server = host.facts.server
+        if server is None or server.version is not Version.SP2:
+            continue
+        points = [(change.changed_at, change.facts) for change in fleet.history.get(host.facts.host_id, ())]
+        points.append((host.last_seen, host.facts))
+        jumped_at = _rtm_to_sp2_jump(points)
+        if jumped_at is None:
+            continue
+        findings.append(
+            Finding(
+                policy="unsupported-upgrade-path",
+                subject_kind=SubjectKind.HOST,
+                subject=host.facts.host_id,
+                severity=Severity.CRITICAL,
+                detail=(
+                    f"Host {host.facts.host_id} went from RMS server RTM to SP2 without SP1 between "
+                    f"(SP2 reported at {jumped_at.isoformat()}), which is no supported path; uninstall SP2 to "
+                    "return to RTM, then install SP1 and then SP2 (D1, D13)."
+                ),
+            )
+        )
+    return findings
+
+
+def _rtm_to_sp2_jump(points: Iterable[tuple[datetime, HostFacts]]) -> datetime | None:
+    """When the server's current run at SP2 began straight after RTM, else None."""
+    previous: Version | None = None
+    jumped_at: datetime | None = None
+    for at, facts in points:
+        if facts.server is None:
+            previous, jumped_at = None, None
+            continue
+        version = facts.server.version
+        if version is Version.UNKNOWN:
+            continue
+        if version is Version.SP2:
+            if previous is Version.RTM:
+                jumped_at = at
+            elif previous is not Version.SP2:
+                jumped_at = None
+        else:
+            jumped_at = None
+        previous = version
+    return jumped_at
+
+
+def server_no_offline_enrollment(fleet: Fleet, ctx: PolicyContext) -> list[Finding]:
+    """D9: only servers at SP1 or later support offline enrollment; an RTM server must enroll
+    over the internet. UNKNOWN is not flagged: we never guess a version."""
+    return [
+        Finding(
+            policy="server-no-offline-enrollment",
+            subject_kind=SubjectKind.HOST,
+            subject=host.facts.host_id,
+            severity=Severity.WARNING,
+            detail=(
+                f"Host {host.facts.host_id} runs RMS server RTM in cluster {host.facts.server.cluster}, which "
+                "cannot enroll offline and must enroll over the internet; upgrade it to SP1, then SP2 (D9, D1)."
+            ),
+        )
+        for host in _by_host_id(fleet.hosts)
+        if host.facts.server is not None and host.facts.server.version is Version.RTM
     ]
 
 
@@ -81,9 +265,50 @@ def client_not_self_activating(fleet: Fleet, ctx: PolicyContext) -> list[Finding
                 "activate over the internet; upgrade the client straight to SP2 (D10, D2)."
             ),
         )
-        for host in fleet.hosts
+        for host in _by_host_id(fleet.hosts)
         if host.facts.client is not None and host.facts.client.version is Version.RTM
     ]
+
+
+def stale_agent(fleet: Fleet, ctx: PolicyContext) -> list[Finding]:
+    """Monitoring itself (no domain fact): a host whose last report is older than `stale_after`.
+    Its facts may no longer be true, so the other findings about it may be out of date."""
+    limit = ctx.config.stale_after
+    return [
+        Finding(
+            policy="stale-agent",
+            subject_kind=SubjectKind.HOST,
+            subject=host.facts.host_id,
+            severity=Severity.WARNING,
+            detail=(
+                f"Host {host.facts.host_id} last reported at {host.last_seen.isoformat()}, "
+                f"{_duration_text(ctx.now - host.last_seen)} ago (expected within {_duration_text(limit)}); "
+                "check that its agent runs and can reach the collector."
+            ),
+        )
+        for host in _by_host_id(fleet.hosts)
+        if ctx.now - host.last_seen > limit
+    ]
+
+
+def _duration_text(duration: timedelta) -> str:
+    seconds = int(duration.total_seconds())
+    days, seconds = divmod(seconds, 86400)
+    hours, seconds = divmod(seconds, 3600)
+    minutes, seconds = divmod(seconds, 60)
+    parts = [f"{n}{unit}" for n, unit in ((days, "d"), (hours, "h"), (minutes, "m"), (seconds, "s")) if n]
+    # Two units are precise enough for a person and keep the sentence short.
+    return " ".join(parts[:2]) or "0s"
+
+
+def _server_versions(hosts: Iterable[HostRecord]) -> list[Version]:
+    return [host.facts.server.version for host in hosts if host.facts.server is not None]
+
+
+def _rank(version: Version) -> int:
+    rank = version.rank
+    assert rank is not None  # callers pass only known versions
+    return rank
 
 
 POLICIES: Sequence[Policy] = (
@@ -95,19 +320,61 @@ POLICIES: Sequence[Policy] = (
         evaluate=mixed_version_cluster,
     ),
     Policy(
+        id="mixed-versions-in-forest",
+        facts=("D8",),
+        severity="warning",
+        description="servers of different versions in one AD forest",
+        evaluate=mixed_versions_in_forest,
+    ),
+    Policy(
+        id="licensing-ahead-of-root",
+        facts=("D6",),
+        severity="critical",
+        description="a licensing cluster runs a newer server version than its root certification cluster",
+        evaluate=licensing_ahead_of_root,
+    ),
+    Policy(
+        id="unsupported-upgrade-path",
+        facts=("D1",),
+        severity="critical",
+        description="a server went from RTM to SP2 without SP1 between",
+        evaluate=unsupported_upgrade_path,
+    ),
+    Policy(
+        id="server-no-offline-enrollment",
+        facts=("D9",),
+        severity="warning",
+        description="a server at RTM must enroll over the internet",
+        evaluate=server_no_offline_enrollment,
+    ),
+    Policy(
         id="client-not-self-activating",
         facts=("D10",),
         severity="warning",
         description="a client below SP1 must activate over the internet",
         evaluate=client_not_self_activating,
     ),
+    Policy(
+        id="stale-agent",
+        facts=(),
+        severity="warning",
+        description="a host has not reported within stale_after",
+        evaluate=stale_agent,
+    ),
 )
+
+
+def unknown_policy_ids(ids: Iterable[str]) -> list[str]:
+    """The ids that name no policy, sorted: lets configuration reject a typo in `disabled` or an
+    exemption instead of silently keeping the policy on."""
+    known = {policy.id for policy in POLICIES}
+    return sorted(set(ids) - known)
 
 
 def escalate(finding: Finding, since: datetime, ctx: PolicyContext) -> Finding:
     """Raise a finding's severity by how long it has held (D5: a cluster that stays mixed)."""
     if finding.policy == "mixed-version-cluster" and ctx.now - since > ctx.config.mixed_cluster_grace:
-        return Finding(finding.policy, finding.subject_kind, finding.subject, Severity.CRITICAL, finding.detail)
+        return replace(finding, severity=Severity.CRITICAL)
     return finding
 
 
@@ -118,3 +385,10 @@ def evaluate_all(fleet: Fleet, ctx: PolicyContext) -> list[Finding]:
         if policy.id not in ctx.config.disabled:
             findings.extend(policy.evaluate(fleet, ctx))
     return findings
+
+
+def apply_exemptions(findings: Iterable[Finding], exemptions: Iterable[Exemption], now: datetime) -> list[Finding]:
+    """The findings no unexpired exemption covers, in their order. An expired exemption is
+    ignored, so its finding comes back on its own."""
+    active = [exemption for exemption in exemptions if exemption.expires_at is None or now < exemption.expires_at]
+    return [finding for finding in findings if not any(exemption.covers(finding, now) for exemption in active)]
