@@ -95,6 +95,8 @@ class Wave:
 
 @dataclass(frozen=True, slots=True)
 class Unplanned:
+    """A host role the plan leaves at `version` until a person acts on `reason`."""
+
     host_id: str
     role: Role
     version: Version
@@ -103,6 +105,8 @@ class Unplanned:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
+    """`waves` numbered from 1, none empty; empty when every plannable host is at SP2."""
+
     waves: tuple[Wave, ...]
     unplanned: tuple[Unplanned, ...]
 

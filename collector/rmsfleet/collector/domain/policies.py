@@ -390,5 +390,5 @@ def evaluate_all(fleet: Fleet, ctx: PolicyContext) -> list[Finding]:
 def apply_exemptions(findings: Iterable[Finding], exemptions: Iterable[Exemption], now: datetime) -> list[Finding]:
     """The findings no unexpired exemption covers, in their order. An expired exemption is
     ignored, so its finding comes back on its own."""
-    active = [exemption for exemption in exemptions if exemption.expires_at is None or now < exemption.expires_at]
-    return [finding for finding in findings if not any(exemption.covers(finding, now) for exemption in active)]
+    candidates = list(exemptions)
+    return [finding for finding in findings if not any(exemption.covers(finding, now) for exemption in candidates)]
