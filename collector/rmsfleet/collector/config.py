@@ -35,7 +35,7 @@ class ServeConfig:
 
 def split_host_port(value: str, what: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ConfigError(f"{what}: expected HOST:PORT, got {value!r}")
     return host.strip("[]"), int(port)
 

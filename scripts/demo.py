@@ -1,0 +1,134 @@
+"""The demo: `python3 scripts/demo.py`. Sets itself up, starts a collector on SQLite, has real
+agents report the sample fleet in examples/fleet/ (30 hosts, two forests, root and licensing
+clusters), prints the violations and clusters, and keeps serving until Ctrl-C."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bootstrap import ROOT, ensure_venv  # noqa: E402
+
+ensure_venv("collector")
+
+import argparse  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+
+BIN = Path(sys.executable).parent
+FLEET = ROOT / "examples" / "fleet"
+STATE = ROOT / ".rmsfleet"
+
+
+def free_port(preferred: int) -> int:
+    for port in (preferred, 0):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(probe.getsockname()[1])
+    raise SystemExit("no free port on 127.0.0.1")
+
+
+def wait_until_serving(address: str, collector: subprocess.Popen[bytes], log: Path) -> None:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + 30
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if collector.poll() is not None:
+                raise SystemExit(f"the collector exited early; its log:\n{log.read_text()}")
+            try:
+                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                time.sleep(0.2)
+    raise SystemExit(f"the collector did not start within 30 s; its log:\n{log.read_text()}")
+
+
+def report(address: str, facts: Path) -> tuple[Path, int, str]:
+    done = subprocess.run(
+        [str(BIN / "rmsfleet-agent"), "--collector", address, "--facts", str(facts), "--once", "--log-level", "WARNING"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return facts, done.returncode, done.stderr.strip()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--no-wait", action="store_true", help="stop after printing (for scripts and tests)")
+    args = parser.parse_args()
+    STATE.mkdir(exist_ok=True)
+    db = STATE / "demo.db"
+    for leftover in STATE.glob("demo.db*"):
+        leftover.unlink()
+    grpc_address = f"127.0.0.1:{free_port(50051)}"
+    metrics_address = f"127.0.0.1:{free_port(9464)}"
+    log = STATE / "demo-collector.log"
+    with log.open("wb") as log_file:
+        collector = subprocess.Popen(
+            [
+                str(BIN / "rmsfleet-collector"),
+                "serve",
+                "--db",
+                f"sqlite:///{db}",
+                "--listen",
+                grpc_address,
+                "--metrics-listen",
+                metrics_address,
+                "--refresh-interval",
+                "2",
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until_serving(grpc_address, collector, log)
+        print(f"collector serving gRPC on {grpc_address} (SQLite database {db})")
+        files = sorted(FLEET.glob("*.json"))
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            results = list(pool.map(lambda f: report(grpc_address, f), files))
+        failed = [(f, err) for f, code, err in results if code != 0]
+        print(f"{len(files) - len(failed)} of {len(files)} agents reported the sample fleet from {FLEET.relative_to(ROOT)}/")
+        for facts, err in failed:
+            print(f"  {facts.name}: {err}")
+        time.sleep(1.0)  # one evaluation pass (debounced after the last commit)
+        cli = [str(BIN / "rmsfleet-collector")]
+        for title, command in (
+            ("Open violations", ["violations"]),
+            ("Clusters and what they can do (D9-D12)", ["clusters"]),
+        ):
+            print(f"\n== {title} ==")
+            subprocess.run([*cli, *command, "--collector", grpc_address], check=False)
+        print(
+            f"\nMetrics:    http://{metrics_address}/metrics\n"
+            f"Try:        {BIN / 'rmsfleet-collector'} hosts --collector {grpc_address}\n"
+            f"            {BIN / 'rmsfleet-collector'} violations --json --collector {grpc_address}\n"
+            f"Collector log: {log}"
+        )
+        if args.no_wait:
+            return 0
+        print("Serving until Ctrl-C ...")
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        while collector.poll() is None:
+            time.sleep(1)
+        print(f"the collector stopped; its log: {log}")
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        collector.terminate()
+        collector.wait(30)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
