@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bootstrap import ROOT, ensure_venv  # noqa: E402
+from bootstrap import ROOT, ensure_venv
 
 ensure_venv("collector")
 
@@ -41,12 +41,13 @@ def wait_until_serving(address: str, collector: subprocess.Popen[bytes], log: Pa
 
     deadline = time.monotonic() + 30
     with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
+        # types-grpcio-health-checking leaves the generated Check method out of HealthStub.
+        check = health_pb2_grpc.HealthStub(channel).Check  # type: ignore[attr-defined]
         while time.monotonic() < deadline:
             if collector.poll() is not None:
                 raise SystemExit(f"the collector exited early; its log:\n{log.read_text()}")
             try:
-                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
+                if check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
                     return
             except grpc.RpcError:
                 time.sleep(0.2)
@@ -55,7 +56,16 @@ def wait_until_serving(address: str, collector: subprocess.Popen[bytes], log: Pa
 
 def report(address: str, facts: Path) -> tuple[Path, int, str]:
     done = subprocess.run(
-        [str(BIN / "rmsfleet-agent"), "--collector", address, "--facts", str(facts), "--once", "--log-level", "WARNING"],
+        [
+            str(BIN / "rmsfleet-agent"),
+            "--collector",
+            address,
+            "--facts",
+            str(facts),
+            "--once",
+            "--log-level",
+            "WARNING",
+        ],
         capture_output=True,
         text=True,
         check=False,
@@ -98,7 +108,9 @@ def main() -> int:
         with ThreadPoolExecutor(max_workers=8) as pool:
             results = list(pool.map(lambda f: report(grpc_address, f), files))
         failed = [(f, err) for f, code, err in results if code != 0]
-        print(f"{len(files) - len(failed)} of {len(files)} agents reported the sample fleet from {FLEET.relative_to(ROOT)}/")
+        print(
+            f"{len(files) - len(failed)} of {len(files)} agents reported the sample fleet from {FLEET.relative_to(ROOT)}/"
+        )
         for facts, err in failed:
             print(f"  {facts.name}: {err}")
         time.sleep(1.0)  # one evaluation pass (debounced after the last commit)

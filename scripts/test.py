@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bootstrap import ROOT, ensure_venv  # noqa: E402
+from bootstrap import ROOT, ensure_venv
 
 ensure_venv("dev")
 

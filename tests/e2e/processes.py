@@ -111,7 +111,10 @@ def wait_serving(address: str, timeout: float = 30) -> None:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             try:
-                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
+                if (
+                    stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                    == health_pb2.HealthCheckResponse.SERVING
+                ):
                     return
             except grpc.RpcError:
                 pass
@@ -120,13 +123,23 @@ def wait_serving(address: str, timeout: float = 30) -> None:
 
 
 def run_agent(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([command("rmsfleet-agent"), *args], capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [command("rmsfleet-agent"), *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 def report_facts(collector: Collector, *files: Path) -> None:
     """One real agent process per file, several at a time; every one must be acknowledged."""
     running = [
-        (f, subprocess.Popen([command("rmsfleet-agent"), "--collector", collector.address, "--facts", str(f), "--once"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        (
+            f,
+            subprocess.Popen(
+                [command("rmsfleet-agent"), "--collector", collector.address, "--facts", str(f), "--once"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            ),
+        )
         for f in files
     ]
     for facts, process in running:

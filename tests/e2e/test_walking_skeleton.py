@@ -28,7 +28,9 @@ pytestmark = pytest.mark.e2e
 ROOT_CLUSTER = "https://rms.corp.example"
 
 
-def server_host(host_id: str, version: str, cluster: str = ROOT_CLUSTER, client: str | None = None) -> dict[str, object]:
+def server_host(
+    host_id: str, version: str, cluster: str = ROOT_CLUSTER, client: str | None = None
+) -> dict[str, object]:
     document: dict[str, object] = {
         "host_id": host_id,
         "hostname": f"{host_id}.corp.example",
@@ -42,7 +44,11 @@ def server_host(host_id: str, version: str, cluster: str = ROOT_CLUSTER, client:
         },
     }
     if client:
-        document["client"] = {"version": client, "activation": "internet" if client == "RTM" else "self", "cluster": cluster}
+        document["client"] = {
+            "version": client,
+            "activation": "internet" if client == "RTM" else "self",
+            "cluster": cluster,
+        }
     return document
 
 
@@ -56,7 +62,11 @@ def test_sample_fleet_violations_json_and_metrics(tmp_path: Path, db_url: str) -
 
         def open_violations() -> list[dict[str, object]]:
             found = collector.cli_json("violations")
-            return found if any(v["policy"] == "client-not-self-activating" and v["subject"] == "nyc-ws-001" for v in found) else []
+            return (
+                found
+                if any(v["policy"] == "client-not-self-activating" and v["subject"] == "nyc-ws-001" for v in found)
+                else []
+            )
 
         violations = wait_for(open_violations, what="violations after the sample fleet reported")
         for violation in violations:
@@ -108,7 +118,9 @@ def test_violation_resolves_when_the_cluster_is_upgraded(tmp_path: Path, sqlite_
         a = write_facts(tmp_path / "a.json", **server_host("srv-a", "SP1"))
         b = write_facts(tmp_path / "b.json", **server_host("srv-b", "SP2"))
         report_facts(collector, a, b)
-        opened = wait_for(lambda: collector.cli_json("violations", "--policy", "mixed-version-cluster"), what="mixed cluster")
+        opened = wait_for(
+            lambda: collector.cli_json("violations", "--policy", "mixed-version-cluster"), what="mixed cluster"
+        )
         write_facts(a, **server_host("srv-a", "SP2"))
         report_facts(collector, a)
         wait_for(lambda: not collector.cli_json("violations", "--policy", "mixed-version-cluster"), what="resolution")
@@ -159,7 +171,11 @@ def test_heartbeats_do_not_grow_history_and_retries_apply_once(tmp_path: Path, s
         (lambda r: r.facts.ClearField("host_id"), "facts.host_id", "non-empty"),
         (lambda r: setattr(r.facts.server, "version", 99), "facts.server.version", "known version"),
         (lambda r: (r.facts.ClearField("server"), r.facts.ClearField("client")), "facts.server", "server part"),
-        (lambda r: setattr(r.facts.server, "cluster_kind", facts_pb2.CLUSTER_KIND_LICENSING), "facts.server.root_cluster", "names its root"),
+        (
+            lambda r: setattr(r.facts.server, "cluster_kind", facts_pb2.CLUSTER_KIND_LICENSING),
+            "facts.server.root_cluster",
+            "names its root",
+        ),
         (lambda r: setattr(r, "sequence", 0), "sequence", "> 0"),
         (lambda r: r.ClearField("observed_at"), "observed_at", "missing"),
     ],
@@ -230,8 +246,9 @@ def test_agent_reports_a_clear_error_when_the_collector_is_unreachable(tmp_path:
 
 
 def test_cli_reports_an_unreachable_collector_without_a_traceback() -> None:
-    from processes import command
     import subprocess
+
+    from processes import command
 
     done = subprocess.run(
         [command("rmsfleet-collector"), "violations", "--collector", "127.0.0.1:9", "--timeout", "2"],
@@ -253,7 +270,17 @@ def test_agent_without_once_keeps_reporting_until_sigterm(tmp_path: Path, sqlite
     try:
         facts = write_facts(tmp_path / "loop.json", **server_host("srv-loop", "SP2"))
         agent = subprocess.Popen(
-            [command("rmsfleet-agent"), "--collector", collector.address, "--facts", str(facts), "--interval", "0.2", "--jitter", "0"],
+            [
+                command("rmsfleet-agent"),
+                "--collector",
+                collector.address,
+                "--facts",
+                str(facts),
+                "--interval",
+                "0.2",
+                "--jitter",
+                "0",
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -37,7 +37,9 @@ def test_serve_creates_an_empty_database_through_the_migrations(db_url: str) -> 
     assert "created the schema through the migrations" in message
     with engine.connect() as connection:
         assert current_revision(connection) == head_revision()
-        assert {"hosts", "host_history", "violations", "exemptions"} <= set(sqlalchemy.inspect(connection).get_table_names())
+        assert {"hosts", "host_history", "violations", "exemptions"} <= set(
+            sqlalchemy.inspect(connection).get_table_names()
+        )
     assert "schema at head" in prepare_for_serving(engine)
     engine.dispose()
 

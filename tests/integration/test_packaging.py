@@ -23,4 +23,7 @@ def test_every_package_folder_is_listed_in_pyproject() -> None:
 
 def test_the_agent_install_needs_only_grpcio_and_protobuf() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert sorted(dep.split(">")[0].split("=")[0].split("<")[0] for dep in project["dependencies"]) == ["grpcio", "protobuf"]
+    assert sorted(dep.split(">")[0].split("=")[0].split("<")[0] for dep in project["dependencies"]) == [
+        "grpcio",
+        "protobuf",
+    ]

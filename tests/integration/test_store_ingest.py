@@ -7,10 +7,11 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from prometheus_client import CollectorRegistry
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from rmsfleet.agent.facts import ClientFacts, ClusterKind, Enrollment, HostFacts, ServerFacts, Version, Activation
+from rmsfleet.agent.facts import Activation, ClientFacts, ClusterKind, Enrollment, HostFacts, ServerFacts, Version
 from rmsfleet.collector.domain.model import PolicyConfig
 from rmsfleet.collector.evaluator import Evaluator
 from rmsfleet.collector.metrics import AggregatesHolder, CollectorMetrics
@@ -19,7 +20,6 @@ from rmsfleet.collector.store import queries
 from rmsfleet.collector.store.database import create_db_engine, upgrade_to_head
 from rmsfleet.collector.store.ingest_writes import apply_reports
 from rmsfleet.collector.store.models import HostHistoryRow, HostRow
-from prometheus_client import CollectorRegistry
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 CLUSTER = "https://rms.corp.example"
@@ -92,7 +92,13 @@ def test_one_batch_applies_a_hosts_reports_in_sequence_order(sessions: sessionma
     ]
     with sessions.begin() as session:
         results = apply_reports(session, batch)
-    assert [r.outcome for r in results] == [Outcome.APPLIED, Outcome.APPLIED, Outcome.APPLIED, Outcome.APPLIED, Outcome.DUPLICATE]
+    assert [r.outcome for r in results] == [
+        Outcome.APPLIED,
+        Outcome.APPLIED,
+        Outcome.APPLIED,
+        Outcome.APPLIED,
+        Outcome.DUPLICATE,
+    ]
     with sessions() as session:
         assert count(session, HostRow) == 2
         host = session.get(HostRow, "a")
@@ -138,7 +144,9 @@ def test_evaluator_opens_keeps_and_resolves_violations(sessions: sessionmaker[Se
 
 def test_host_listing_pages_and_filters(sessions: sessionmaker[Session]) -> None:
     with sessions.begin() as session:
-        apply_reports(session, [report(server(f"h{i:03d}", Version.SP1 if i % 2 else Version.SP2), 1) for i in range(25)])
+        apply_reports(
+            session, [report(server(f"h{i:03d}", Version.SP1 if i % 2 else Version.SP2), 1) for i in range(25)]
+        )
     seen: list[str] = []
     after = None
     with sessions() as session:
@@ -148,7 +156,9 @@ def test_host_listing_pages_and_filters(sessions: sessionmaker[Session]) -> None
             if len(page) < 10:
                 break
             after = page[-1].facts.host_id
-        sp1 = queries.list_hosts(session, queries.HostFilter(role="server", version="SP1"), None, 100, T0, timedelta(minutes=15))
+        sp1 = queries.list_hosts(
+            session, queries.HostFilter(role="server", version="SP1"), None, 100, T0, timedelta(minutes=15)
+        )
         stale = queries.list_hosts(
             session, queries.HostFilter(stale_only=True), None, 100, T0 + timedelta(hours=1), timedelta(minutes=15)
         )

@@ -44,15 +44,30 @@ def test_a_client_only_host_is_accepted(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("document", "message"),
     [
-        ({**GOOD, "server": None, "client": None}, "server: expected a host reports a server part, a client part or both"),
+        (
+            {**GOOD, "server": None, "client": None},
+            "server: expected a host reports a server part, a client part or both",
+        ),
         ({k: v for k, v in GOOD.items() if k != "forest"}, "forest: expected a string (the field is missing)"),
         ({**GOOD, "host_id": ""}, "host_id: expected a non-empty string"),
         ({**GOOD, "host_id": "x" * 300}, "host_id: expected at most 255 characters, got 300"),
-        ({**GOOD, "server": {**GOOD["server"], "version": "SP3"}}, "server.version: expected one of 'RTM', 'SP1', 'SP2', 'UNKNOWN', got 'SP3'"),  # type: ignore[dict-item]
-        ({**GOOD, "client": {**GOOD["client"], "activation": "auto"}}, "client.activation: expected one of 'self', 'internet', 'none', got 'auto'"),  # type: ignore[dict-item]
+        (
+            {**GOOD, "server": {**GOOD["server"], "version": "SP3"}},
+            "server.version: expected one of 'RTM', 'SP1', 'SP2', 'UNKNOWN', got 'SP3'",
+        ),  # type: ignore[dict-item]
+        (
+            {**GOOD, "client": {**GOOD["client"], "activation": "auto"}},
+            "client.activation: expected one of 'self', 'internet', 'none', got 'auto'",
+        ),  # type: ignore[dict-item]
         # D6: a licensing cluster is subenrolled under a root certification cluster.
-        ({**GOOD, "server": {**GOOD["server"], "cluster_kind": "licensing"}}, "server.root_cluster: expected a licensing cluster names its root"),  # type: ignore[dict-item]
-        ({**GOOD, "server": {**GOOD["server"], "root_cluster": "https://other"}}, "server.root_cluster: expected only a licensing cluster has a root"),  # type: ignore[dict-item]
+        (
+            {**GOOD, "server": {**GOOD["server"], "cluster_kind": "licensing"}},
+            "server.root_cluster: expected a licensing cluster names its root",
+        ),  # type: ignore[dict-item]
+        (
+            {**GOOD, "server": {**GOOD["server"], "root_cluster": "https://other"}},
+            "server.root_cluster: expected only a licensing cluster has a root",
+        ),  # type: ignore[dict-item]
         ([1, 2], "(top level): expected a JSON object"),
     ],
 )

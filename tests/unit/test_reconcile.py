@@ -18,7 +18,9 @@ def mixed(cluster: str) -> Finding:
 
 
 def stored(vid: int, finding: Finding, since: datetime, severity: str = "warning") -> OpenViolation:
-    return OpenViolation(vid, finding.policy, finding.subject_kind.value, finding.subject, severity, finding.detail, since)
+    return OpenViolation(
+        vid, finding.policy, finding.subject_kind.value, finding.subject, severity, finding.detail, since
+    )
 
 
 def test_a_new_finding_opens_and_a_vanished_one_resolves() -> None:

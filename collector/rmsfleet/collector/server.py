@@ -64,7 +64,7 @@ def start(config: ServeConfig, clock: Clock = system_clock) -> RunningCollector:
     sessions: sessionmaker[Session] = sessionmaker(engine, expire_on_commit=False)
 
     # The *_created series double the exposition size for no alerting value.
-    disable_created_metrics()
+    disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus-client
     registry = CollectorRegistry()
     metrics = CollectorMetrics(registry, __version__)
     aggregates = AggregatesHolder()
