@@ -1,0 +1,79 @@
+"""Version map: dotted prefixes to releases, never a guess."""
+
+from __future__ import annotations
+
+import pytest
+
+from rmsfleet.agent.facts import Version
+from rmsfleet.agent.probe.version_map import (
+    DEFAULT_RULES,
+    Role,
+    Source,
+    VersionMap,
+    configured_rule,
+    parse_dotted,
+)
+
+
+def test_every_default_rule_says_whether_it_is_known_or_assumed() -> None:
+    assert DEFAULT_RULES
+    assert all(rule.source in (Source.KNOWN, Source.ASSUMPTION) for rule in DEFAULT_RULES)
+    assert all(rule.note for rule in DEFAULT_RULES)
+
+
+def test_prefixes_match_whole_numbers_only() -> None:
+    versions = VersionMap([configured_rule(Role.CLIENT, "6.0.6406", "SP2")])
+    assert versions.release(Role.CLIENT, "6.0.6406.0") is Version.SP2
+    assert versions.release(Role.CLIENT, "6.0.6406") is Version.SP2
+    assert versions.release(Role.CLIENT, "6.0.64061.0") is Version.UNKNOWN
+    assert versions.release(Role.CLIENT, "6.0") is Version.UNKNOWN
+
+
+def test_leading_zeros_do_not_matter() -> None:
+    versions = VersionMap.with_defaults()
+    assert versions.release(Role.SERVER, "1.0.0701.00") is versions.release(Role.SERVER, "1.0.701.0")
+
+
+def test_roles_are_separate() -> None:
+    versions = VersionMap([configured_rule(Role.SERVER, "1.0.701", "SP2")])
+    assert versions.release(Role.CLIENT, "1.0.701.0") is Version.UNKNOWN
+
+
+def test_unmappable_versions_are_unknown() -> None:
+    versions = VersionMap.with_defaults()
+    for raw in ("", "garbage", "6.1.7601.17514", "v1.0", "1..0"):
+        assert versions.release(Role.CLIENT, raw) is Version.UNKNOWN
+
+
+def test_a_52_client_is_not_sp2_just_because_the_sp2_lockbox_is_52() -> None:
+    # domain.md: the SP2 client's *lockbox* is 5.2.0.0 or later; that says nothing of the client.
+    versions = VersionMap.with_defaults()
+    assert versions.release(Role.CLIENT, "5.2.3790.134") is Version.RTM
+    assert versions.release(Role.CLIENT, "5.2.0.0") is Version.UNKNOWN
+
+
+def test_the_longest_prefix_wins_and_a_configured_rule_wins_a_tie() -> None:
+    versions = VersionMap.with_defaults(
+        [configured_rule(Role.CLIENT, "6.0", "UNKNOWN"), configured_rule(Role.CLIENT, "5.2.3790.302", "RTM")]
+    )
+    assert versions.release(Role.CLIENT, "6.0.6406.0") is Version.SP2  # the longer default still wins
+    assert versions.release(Role.CLIENT, "6.0.6001.0") is Version.UNKNOWN
+    rule = versions.rule_for(Role.CLIENT, "5.2.3790.302")
+    assert rule is not None and rule.source is Source.CONFIGURED and rule.release is Version.RTM
+
+
+def test_conflicting_configured_rules_are_rejected() -> None:
+    with pytest.raises(ValueError, match="mapped to both"):
+        VersionMap([configured_rule(Role.SERVER, "1.0.701", "SP2"), configured_rule(Role.SERVER, "1.0.701", "SP1")])
+
+
+@pytest.mark.parametrize(("prefix", "release"), [("six", "SP2"), ("6.0", "SP3"), ("6.0.", "SP2")])
+def test_bad_configured_rules_say_what_was_expected(prefix: str, release: str) -> None:
+    with pytest.raises(ValueError, match="expected"):
+        configured_rule(Role.CLIENT, prefix, release)
+
+
+def test_parse_dotted() -> None:
+    assert parse_dotted("5.2.3790.0134") == (5, 2, 3790, 134)
+    assert parse_dotted(" 6 ") == (6,)
+    assert parse_dotted("6.0.x") is None
