@@ -64,11 +64,20 @@ def build_parser() -> argparse.ArgumentParser:
     violations.add_argument("--state", choices=["open", "resolved", "all"], default="open")
 
     query_command("clusters", "list clusters with their versions and capabilities (D9-D12)")
-    query_command("exemptions", "list policy exemptions")
+    exemptions = query_command("exemptions", "list, add or remove policy exemptions")
+    exemptions.add_argument("action", nargs="?", choices=["list", "add", "remove"], default="list")
+    exemptions.add_argument("--db", help="with add/remove: the database URL (RMSFLEET_DB); writes go to the database")
+    exemptions.add_argument("--policy", help="with add: the policy id")
+    exemptions.add_argument("--subject-kind", choices=["cluster", "host", "forest"], help="with add")
+    exemptions.add_argument("--subject", help="with add: the cluster URL, host id or forest name")
+    exemptions.add_argument("--reason", help="with add: why (shown in the list)")
+    exemptions.add_argument("--expires", help="with add: ISO 8601 time the exemption ends (default: never)")
+    exemptions.add_argument("--id", type=int, help="with remove: the exemption's id (see the list)")
     plan = query_command("plan", "compute the upgrade plan to SP2")
     plan.add_argument(
-        "--max-unavailable", type=float, default=0.0, help="share of a cluster's servers upgraded at once"
+        "--max-unavailable", type=float, default=0.0, help="share of a cluster's servers upgraded at once (default 0.34)"
     )
+    plan.add_argument("--forest", help="plan one forest only (D7)")
     return parser
 
 
@@ -80,6 +89,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             return run_serve(args, env)
         if args.command == "migrate":
             return run_migrate(args, env)
+        if args.command == "exemptions" and args.action in ("add", "remove"):
+            return run_exemption_change(args, env)
         return run_query(args, env, sys.stdout)
     except CliError as exc:
         print(f"rmsfleet-collector: {exc}", file=sys.stderr)
@@ -121,6 +132,66 @@ def run_migrate(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     except SQLAlchemyError as exc:
         raise CliError(f"migrate: {str(exc).splitlines()[0]}") from None
     print(f"database {engine.url.render_as_string(hide_password=True)}: {before or 'empty'} -> {after}")
+    return 0
+
+
+def run_exemption_change(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from datetime import UTC, datetime
+
+    from sqlalchemy.exc import SQLAlchemyError
+    from sqlalchemy.orm import Session
+
+    from rmsfleet.collector.config import DEFAULT_DB
+    from rmsfleet.collector.domain.policies import POLICIES
+    from rmsfleet.collector.store import queries
+    from rmsfleet.collector.store.database import create_db_engine, prepare_for_serving
+
+    url = args.db or env.get("RMSFLEET_DB") or DEFAULT_DB
+    now = datetime.now(UTC)
+    if args.action == "add":
+        missing = [
+            flag
+            for flag, value in (
+                ("--policy", args.policy),
+                ("--subject-kind", args.subject_kind),
+                ("--subject", args.subject),
+                ("--reason", args.reason),
+            )
+            if not value
+        ]
+        if missing:
+            raise CliError(f"exemptions add: {', '.join(missing)} required", EXIT_USAGE)
+        if args.policy not in {p.id for p in POLICIES}:
+            raise CliError(
+                f"exemptions add: --policy: no policy {args.policy!r}; known: {', '.join(p.id for p in POLICIES)}",
+                EXIT_USAGE,
+            )
+        expires = None
+        if args.expires:
+            try:
+                expires = datetime.fromisoformat(args.expires.replace("Z", "+00:00"))
+            except ValueError:
+                raise CliError(
+                    f"exemptions add: --expires: expected an ISO 8601 time, got {args.expires!r}", EXIT_USAGE
+                ) from None
+            expires = expires if expires.tzinfo else expires.replace(tzinfo=UTC)
+    elif args.id is None:
+        raise CliError("exemptions remove: --id required (see `rmsfleet-collector exemptions`)", EXIT_USAGE)
+    try:
+        engine = create_db_engine(url)
+        prepare_for_serving(engine)
+        with Session(engine) as session, session.begin():
+            if args.action == "add":
+                queries.add_exemption(session, args.policy, args.subject_kind, args.subject, args.reason, now, expires)
+                print(
+                    f"exempted {args.subject_kind} {args.subject} from {args.policy} until {expires.isoformat() if expires else 'removed'}"
+                )
+            elif queries.remove_exemption(session, args.id):
+                print(f"removed exemption {args.id}")
+            else:
+                raise CliError(f"exemptions remove: no exemption with id {args.id}")
+    except SQLAlchemyError as exc:
+        raise CliError(f"exemptions {args.action}: {str(exc).splitlines()[0]}") from None
     return 0
 
 
@@ -304,53 +375,75 @@ def _exemptions(stub: query_pb2_grpc.QueryServiceStub, args: argparse.Namespace,
         return stub.ListExemptions(request, timeout=args.timeout)
 
     items = [qc.exemption_dict(e) for e in qc.pages(fetch, lambda r: list(r.exemptions))]
-    headers = ["policy", "subject_kind", "subject", "reason", "expires_at"]
+    headers = ["id", "policy", "subject_kind", "subject", "reason", "expires_at"]
     _emit(
-        out, args.json, items, headers, lambda e: [str(e[h] or "never" if h == "expires_at" else e[h]) for h in headers]
+        out,
+        args.json,
+        items,
+        headers,
+        lambda e: [str(e[h] or "never") if h == "expires_at" else str(e[h]) for h in headers],
     )
 
 
 def _plan(stub: query_pb2_grpc.QueryServiceStub, args: argparse.Namespace, out: Any) -> None:
-    response = stub.GetPlan(query_pb2.GetPlanRequest(max_unavailable=args.max_unavailable), timeout=args.timeout)
-    waves: list[dict[str, Any]] = [
-        {
-            "wave": w.number,
-            "checklist": list(w.checklist),
-            "steps": [
-                {
-                    "forest": s.forest,
-                    "cluster": s.cluster,
-                    "role": s.role,
-                    "hosts": list(s.hosts),
-                    "from": qc.VERSION.get(s.from_version),
-                    "to": qc.VERSION.get(s.to_version),
-                }
-                for s in w.steps
-            ],
-        }
-        for w in response.waves
-    ]
+    response = stub.GetPlan(
+        query_pb2.GetPlanRequest(max_unavailable=args.max_unavailable, forest=args.forest or ""), timeout=args.timeout
+    )
+    plan = plan_dict(response)
     if args.json:
-        json.dump(waves, out, indent=2)
+        json.dump(plan, out, indent=2)
         out.write("\n")
         return
     rows = [
         [
             str(w["wave"]),
             s["forest"],
-            s["cluster"],
+            s["cluster"] or "-",
             s["role"],
             f"{s['from']} -> {s['to']}",
             str(len(s["hosts"])),
             ", ".join(s["hosts"]),
         ]
-        for w in waves
+        for w in plan["waves"]
         for s in w["steps"]
     ]
     out.write(render_table(["wave", "forest", "cluster", "role", "upgrade", "count", "hosts"], rows) + "\n")
-    for w in waves:
+    if not rows:
+        out.write("(nothing to upgrade: every planned host runs SP2)\n")
+    for w in plan["waves"]:
         if w["checklist"]:
-            out.write(f"\nbefore wave {w['wave']} (D4):\n" + "".join(f"  - {item}\n" for item in w["checklist"]))
+            out.write(f"\nBefore wave {w['wave']} (D4):\n")
+            out.write("".join(f"  [{c['cluster']}] {c['action']}\n" for c in w["checklist"]))
+    if plan["unplanned"]:
+        out.write("\nNot planned:\n")
+        out.write("".join(f"  {u['host_id']} ({u['role']} {u['version']}): {u['reason']}\n" for u in plan["unplanned"]))
+
+
+def plan_dict(response: query_pb2.GetPlanResponse) -> dict[str, Any]:
+    return {
+        "waves": [
+            {
+                "wave": w.number,
+                "checklist": [{"forest": c.forest, "cluster": c.cluster, "action": c.action} for c in w.checklist],
+                "steps": [
+                    {
+                        "forest": s.forest,
+                        "cluster": s.cluster or None,
+                        "role": s.role,
+                        "hosts": list(s.hosts),
+                        "from": qc.VERSION.get(s.from_version),
+                        "to": qc.VERSION.get(s.to_version),
+                    }
+                    for s in w.steps
+                ],
+            }
+            for w in response.waves
+        ],
+        "unplanned": [
+            {"host_id": u.host_id, "role": u.role, "version": qc.VERSION.get(u.version), "reason": u.reason}
+            for u in response.unplanned
+        ],
+    }
 
 
 COMMANDS: dict[str, Callable[[query_pb2_grpc.QueryServiceStub, argparse.Namespace, Any], None]] = {

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from rmsfleet.collector.domain.model import PolicyConfig
+from rmsfleet.collector.domain.policies import POLICIES, unknown_policy_ids
 
 DEFAULT_DB = "sqlite:///rmsfleet.db"
 DEFAULT_LISTEN = "127.0.0.1:50051"
@@ -30,6 +31,8 @@ class ServeConfig:
     max_queue: int = 20000
     refresh_interval: float = 5.0
     grace_seconds: float = 10.0
+    # D5: the share of a cluster's servers the planner takes down in one wave.
+    plan_max_unavailable: float = 0.34
     policy: PolicyConfig = field(default_factory=PolicyConfig)
 
 
@@ -89,6 +92,12 @@ def serve_config(args: argparse.Namespace, environ: Mapping[str, str]) -> ServeC
 
     defaults = ServeConfig()
     disabled = args.disable_policy or [p for p in environ.get("RMSFLEET_DISABLE_POLICIES", "").split(",") if p.strip()]
+    unknown = unknown_policy_ids(p.strip() for p in disabled)
+    if unknown:
+        known = ", ".join(p.id for p in POLICIES)
+        raise ConfigError(
+            f"--disable-policy (RMSFLEET_DISABLE_POLICIES): no policy {', '.join(unknown)}; known: {known}"
+        )
     config = ServeConfig(
         db_url=pick(args.db, "RMSFLEET_DB", DEFAULT_DB),
         listen=pick(args.listen, "RMSFLEET_LISTEN", DEFAULT_LISTEN),

@@ -14,19 +14,21 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from rmsfleet.collector.clock import Clock
-from rmsfleet.collector.domain.model import Finding, PolicyConfig
-from rmsfleet.collector.domain.policies import PolicyContext, escalate, evaluate_all
+from rmsfleet.collector.domain.model import Finding, PolicyConfig, SubjectKind
+from rmsfleet.collector.domain.policies import Exemption, PolicyContext, apply_exemptions, escalate, evaluate_all
 from rmsfleet.collector.metrics import AggregatesHolder, CollectorMetrics
 from rmsfleet.collector.reports import AppliedReport
 from rmsfleet.collector.store.aggregates_sql import compute_aggregates
 from rmsfleet.collector.store.evaluation_sql import (
     OpenViolation,
     ViolationChanges,
+    active_exemptions,
     load_fleet,
     open_violations,
     try_evaluation_lock,
     write_violations,
 )
+from rmsfleet.collector.store.rows import utc
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +113,18 @@ class Evaluator:
             with self._sessions.begin() as session:
                 if try_evaluation_lock(session):
                     fleet = load_fleet(session)
-                    findings = evaluate_all(fleet, ctx)
+                    exemptions = [
+                        Exemption(
+                            e.policy,
+                            SubjectKind(e.subject_kind),
+                            e.subject,
+                            e.reason,
+                            e.expires_at and utc(e.expires_at),
+                        )
+                        for e in active_exemptions(session, now)
+                    ]
+                    # An exempted subject is not in violation: its open violation resolves.
+                    findings = apply_exemptions(evaluate_all(fleet, ctx), exemptions, now)
                     plan = reconcile(open_violations(session), findings, ctx)
                     changes = write_violations(session, plan.opened, plan.updated, plan.resolved, now)
         except SQLAlchemyError as exc:

@@ -14,7 +14,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from rmsfleet.collector.clock import Clock
-from rmsfleet.collector.domain.cluster_summary import ClusterSummary, summarize_clusters
+from rmsfleet.collector.domain.capabilities import ClusterCapabilities, SelfActivation
+from rmsfleet.collector.domain.cluster_summary import summarize_clusters
 from rmsfleet.collector.store.aggregates_sql import FleetAggregates
 
 VERSIONS = ("RTM", "SP1", "SP2", "UNKNOWN")
@@ -72,14 +73,14 @@ class AggregatesHolder:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._current: tuple[FleetAggregates, list[ClusterSummary]] | None = None
+        self._current: tuple[FleetAggregates, list[ClusterCapabilities]] | None = None
 
     def publish(self, aggregates: FleetAggregates) -> None:
         summary = summarize_clusters(aggregates.cluster_servers, aggregates.cluster_clients)
         with self._lock:
             self._current = (aggregates, summary)
 
-    def current(self) -> tuple[FleetAggregates, list[ClusterSummary]] | None:
+    def current(self) -> tuple[FleetAggregates, list[ClusterCapabilities]] | None:
         with self._lock:
             return self._current
 
@@ -123,7 +124,7 @@ class FleetStateCollector(Collector):
         yield from _violation_families(aggregates, self._policy_ids(), self._clock)
 
 
-def _cluster_families(clusters: Sequence[ClusterSummary]) -> Iterable[Metric]:
+def _cluster_families(clusters: Sequence[ClusterCapabilities]) -> Iterable[Metric]:
     by_state = GaugeMetricFamily("rmsfleet_clusters", "Clusters by kind and state (D5)", labels=["kind", "state"])
     counts: dict[tuple[str, str], int] = {
         (kind, state): 0 for kind in ("root-certification", "licensing") for state in ("uniform", "mixed")
@@ -135,13 +136,14 @@ def _cluster_families(clusters: Sequence[ClusterSummary]) -> Iterable[Metric]:
         "rmsfleet_cluster_capability", "Cluster capabilities (D9-D12)", labels=["cluster", "capability"]
     )
     for cluster in clusters:
-        state = "mixed" if len([v for v, n in cluster.server_versions.items() if n > 0]) > 1 else "uniform"
-        counts[cluster.kind, state] = counts.get((cluster.kind, state), 0) + 1
-        for version, count in sorted(cluster.server_versions.items()):
-            servers.add_metric([cluster.url, cluster.kind, cluster.forest, version], count)
+        present = {v: n for v, n in cluster.server_versions.as_dict().items() if n > 0}
+        state = "mixed" if len(present) > 1 else "uniform"
+        counts[cluster.kind.value, state] = counts.get((cluster.kind.value, state), 0) + 1
+        for version, count in sorted(present.items()):
+            servers.add_metric([cluster.url, cluster.kind.value, cluster.forest, version], count)
         capability.add_metric([cluster.url, "offline_enrollment"], float(cluster.offline_enrollment))
         capability.add_metric(
-            [cluster.url, "self_activating_clients_all"], float(cluster.self_activating_clients == "all")
+            [cluster.url, "self_activating_clients_all"], float(cluster.self_activating_clients is SelfActivation.ALL)
         )
         capability.add_metric([cluster.url, "server_lockbox"], float(cluster.server_lockbox))
         capability.add_metric([cluster.url, "sql_server_2005_by_default"], float(cluster.sql_server_2005_by_default))

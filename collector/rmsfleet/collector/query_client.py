@@ -119,6 +119,7 @@ def cluster_dict(c: query_pb2.Cluster) -> dict[str, Any]:
 
 def exemption_dict(e: query_pb2.Exemption) -> dict[str, Any]:
     return {
+        "id": e.id,
         "policy": e.policy,
         "subject_kind": e.subject_kind,
         "subject": e.subject,

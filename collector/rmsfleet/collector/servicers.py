@@ -13,17 +13,19 @@ import grpc
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from rmsfleet.agent.facts import ClusterKind, InvalidFacts, Version
+from rmsfleet.agent.facts import InvalidFacts, Version
 from rmsfleet.collector import convert
 from rmsfleet.collector.clock import Clock
 from rmsfleet.collector.config import ServeConfig
 from rmsfleet.collector.domain.cluster_summary import summarize_clusters
+from rmsfleet.collector.domain.planner import plan_upgrade
 from rmsfleet.collector.ingest import GroupCommitWriter, IngestFailed, IngestOverloaded, IngestStopped
 from rmsfleet.collector.metrics import CollectorMetrics
 from rmsfleet.collector.paging import BadPageToken, decode_token, encode_token, page_size
 from rmsfleet.collector.reports import IncomingReport, Outcome
 from rmsfleet.collector.store import queries
 from rmsfleet.collector.store.aggregates_sql import compute_aggregates
+from rmsfleet.collector.store.evaluation_sql import load_fleet
 from rmsfleet.v1 import facts_pb2, inventory_pb2, inventory_pb2_grpc, query_pb2, query_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -238,13 +240,13 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             clusters=[
                 query_pb2.Cluster(
                     url=s.url,
-                    kind=convert.KIND_TO_PB[ClusterKind(s.kind)],
+                    kind=convert.KIND_TO_PB[s.kind],
                     root_cluster=s.root_cluster or "",
                     forest=s.forest,
-                    server_versions=_version_counts(s.server_versions),
-                    client_versions=_version_counts(s.client_versions),
+                    server_versions=_version_counts(s.server_versions.as_dict()),
+                    client_versions=_version_counts(s.client_versions.as_dict()),
                     offline_enrollment=s.offline_enrollment,
-                    self_activating_clients=s.self_activating_clients,
+                    self_activating_clients=s.self_activating_clients.value,
                     server_lockbox=s.server_lockbox,
                     sql_server_2005_by_default=s.sql_server_2005_by_default,
                 )
@@ -273,6 +275,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         response = query_pb2.ListExemptionsResponse(
             exemptions=[
                 query_pb2.Exemption(
+                    id=e.id,
                     policy=e.policy,
                     subject_kind=e.subject_kind,
                     subject=e.subject,
@@ -289,7 +292,45 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
 
     @observed("GetPlan")
     def GetPlan(self, request: query_pb2.GetPlanRequest, context: grpc.ServicerContext) -> query_pb2.GetPlanResponse:
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, "the upgrade planner is not wired in yet")
+        share = request.max_unavailable or self.config.plan_max_unavailable
+        if not 0 < share <= 1:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"max_unavailable: expected a share in (0, 1], got {share}")
+        try:
+            with self.sessions() as session:
+                fleet = load_fleet(session)
+        except SQLAlchemyError as exc:
+            self._database_failed(context, exc)
+        hosts = [h for h in fleet.hosts if not request.forest or h.facts.forest == request.forest]
+        plan = plan_upgrade(hosts, max_unavailable=share)
+        return query_pb2.GetPlanResponse(
+            waves=[
+                query_pb2.PlanWave(
+                    number=wave.number,
+                    steps=[
+                        query_pb2.PlanStep(
+                            forest=step.forest,
+                            cluster=step.cluster or "",
+                            role=step.role,
+                            hosts=list(step.hosts),
+                            from_version=convert.VERSION_TO_PB[step.from_version],
+                            to_version=convert.VERSION_TO_PB[step.to_version],
+                        )
+                        for step in wave.steps
+                    ],
+                    checklist=[
+                        query_pb2.ChecklistItem(forest=item.forest, cluster=item.cluster, action=item.action)
+                        for item in wave.checklist
+                    ],
+                )
+                for wave in plan.waves
+            ],
+            unplanned=[
+                query_pb2.UnplannedHost(
+                    host_id=u.host_id, role=u.role, version=convert.VERSION_TO_PB[u.version], reason=u.reason
+                )
+                for u in plan.unplanned
+            ],
+        )
 
 
 def _version_counts(counts: Any) -> list[query_pb2.ClusterVersionCount]:

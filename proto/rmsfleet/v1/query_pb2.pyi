@@ -418,10 +418,13 @@ class Exemption(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
     policy: _builtins.str
     subject_kind: _builtins.str
     subject: _builtins.str
     reason: _builtins.str
+    id: _builtins.int
+    """What `rmsfleet-collector exemptions remove --id` takes."""
     @_builtins.property
     def expires_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -435,10 +438,11 @@ class Exemption(_message.Message):
         reason: _builtins.str = ...,
         expires_at: _timestamp_pb2.Timestamp | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        id: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "expires_at", b"expires_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "expires_at", b"expires_at", "policy", b"policy", "reason", b"reason", "subject", b"subject", "subject_kind", b"subject_kind"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "expires_at", b"expires_at", "id", b"id", "policy", b"policy", "reason", b"reason", "subject", b"subject", "subject_kind", b"subject_kind"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -501,6 +505,7 @@ class PlanStep(_message.Message):
     TO_VERSION_FIELD_NUMBER: _builtins.int
     forest: _builtins.str
     cluster: _builtins.str
+    """Empty for clients that name no cluster."""
     role: _builtins.str
     """"server" or "client"."""
     from_version: _facts_pb2.Version.ValueType
@@ -526,6 +531,33 @@ class PlanStep(_message.Message):
 Global___PlanStep: _TypeAlias = PlanStep  # noqa: Y015
 
 @_typing.final
+class ChecklistItem(_message.Message):
+    """One D4 action to take before a cluster's first server step."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FOREST_FIELD_NUMBER: _builtins.int
+    CLUSTER_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    forest: _builtins.str
+    cluster: _builtins.str
+    action: _builtins.str
+    def __init__(
+        self,
+        *,
+        forest: _builtins.str = ...,
+        cluster: _builtins.str = ...,
+        action: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "cluster", b"cluster", "forest", b"forest"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChecklistItem: _TypeAlias = ChecklistItem  # noqa: Y015
+
+@_typing.final
 class PlanWave(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -536,7 +568,7 @@ class PlanWave(_message.Message):
     @_builtins.property
     def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlanStep]: ...
     @_builtins.property
-    def checklist(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+    def checklist(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChecklistItem]:
         """The D4 checklist for clusters whose first step is in this wave."""
 
     def __init__(
@@ -544,7 +576,7 @@ class PlanWave(_message.Message):
         *,
         number: _builtins.int = ...,
         steps: _abc.Iterable[Global___PlanStep] | None = ...,
-        checklist: _abc.Iterable[_builtins.str] | None = ...,
+        checklist: _abc.Iterable[Global___ChecklistItem] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -555,20 +587,54 @@ class PlanWave(_message.Message):
 Global___PlanWave: _TypeAlias = PlanWave  # noqa: Y015
 
 @_typing.final
+class UnplannedHost(_message.Message):
+    """A host the planner leaves out (an UNKNOWN version, a root that cannot be planned, ...)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_ID_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    host_id: _builtins.str
+    role: _builtins.str
+    version: _facts_pb2.Version.ValueType
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        host_id: _builtins.str = ...,
+        role: _builtins.str = ...,
+        version: _facts_pb2.Version.ValueType = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["host_id", b"host_id", "reason", b"reason", "role", b"role", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnplannedHost: _TypeAlias = UnplannedHost  # noqa: Y015
+
+@_typing.final
 class GetPlanRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     MAX_UNAVAILABLE_FIELD_NUMBER: _builtins.int
+    FOREST_FIELD_NUMBER: _builtins.int
     max_unavailable: _builtins.float
-    """Share of a cluster's servers that may be down at once, (0, 1]; 0 means the collector's default."""
+    """Share of a cluster's servers that may be upgraded at once, (0, 1]; 0 means the collector's default."""
+    forest: _builtins.str
+    """Only plan this forest (D7: forests are planned independently); empty means all."""
     def __init__(
         self,
         *,
         max_unavailable: _builtins.float = ...,
+        forest: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_unavailable", b"max_unavailable"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["forest", b"forest", "max_unavailable", b"max_unavailable"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -579,16 +645,20 @@ class GetPlanResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     WAVES_FIELD_NUMBER: _builtins.int
+    UNPLANNED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def waves(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlanWave]: ...
+    @_builtins.property
+    def unplanned(self) -> _containers.RepeatedCompositeFieldContainer[Global___UnplannedHost]: ...
     def __init__(
         self,
         *,
         waves: _abc.Iterable[Global___PlanWave] | None = ...,
+        unplanned: _abc.Iterable[Global___UnplannedHost] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["waves", b"waves"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["unplanned", b"unplanned", "waves", b"waves"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

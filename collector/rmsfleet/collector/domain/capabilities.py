@@ -24,6 +24,7 @@ __all__ = [
     "ClusterMembers",
     "SelfActivation",
     "VersionCounts",
+    "capabilities_of",
     "cluster_capabilities",
     "group_by_cluster",
 ]
@@ -156,18 +157,37 @@ def cluster_capabilities(hosts: Sequence[HostRecord]) -> list[ClusterCapabilitie
 
 
 def _capabilities(members: ClusterMembers) -> ClusterCapabilities:
-    server_versions = VersionCounts.of(_server(h).version for h in members.servers)
-    client_versions = VersionCounts.of(_client_version(h) for h in members.clients)
-    servers_sp2 = server_versions.sp2 == server_versions.total
+    return capabilities_of(
+        members.url,
+        members.kind,
+        members.root_cluster,
+        members.forest,
+        VersionCounts.of(_server(h).version for h in members.servers),
+        VersionCounts.of(_client_version(h) for h in members.clients),
+    )
+
+
+def capabilities_of(
+    url: str,
+    kind: ClusterKind,
+    root_cluster: str | None,
+    forest: str,
+    server_versions: VersionCounts,
+    client_versions: VersionCounts,
+) -> ClusterCapabilities:
+    """The compatibility table applied to a cluster's version counts. The collector calls this
+    with counts from a GROUP BY, so it stays cheap at any fleet size."""
+    servers_sp2 = server_versions.total > 0 and server_versions.sp2 == server_versions.total
     clients_sp2 = client_versions.total > 0 and client_versions.sp2 == client_versions.total
     return ClusterCapabilities(
-        url=members.url,
-        kind=members.kind,
-        root_cluster=members.root_cluster,
-        forest=members.forest,
+        url=url,
+        kind=kind,
+        root_cluster=root_cluster,
+        forest=forest,
         server_versions=server_versions,
         client_versions=client_versions,
-        offline_enrollment=server_versions.sp1 + server_versions.sp2 == server_versions.total,
+        offline_enrollment=server_versions.total > 0
+        and server_versions.sp1 + server_versions.sp2 == server_versions.total,
         self_activating_clients=_self_activation(client_versions),
         server_lockbox=servers_sp2 and clients_sp2,
         sql_server_2005_by_default=servers_sp2,

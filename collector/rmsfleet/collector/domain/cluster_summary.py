@@ -1,14 +1,15 @@
-"""What each cluster can do, from per-version counts (domain.md's compatibility table, D9-D12).
-
-Works on counts rather than hosts so the collector can keep it current from a GROUP BY at any
-fleet size. Versions the agent could not map (UNKNOWN) never grant a capability."""
+"""Cluster capabilities from per-version counts (what the store's GROUP BY returns), so the
+collector keeps the cluster view current at any fleet size. The rules themselves (D9-D12) live
+in capabilities.capabilities_of; this module only folds count rows into its inputs."""
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections import Counter, defaultdict
+from collections.abc import Iterable
 from typing import Protocol
+
+from rmsfleet.collector.domain.capabilities import ClusterCapabilities, VersionCounts, capabilities_of
+from rmsfleet.collector.domain.model import ClusterKind, Version
 
 
 class ServerCount(Protocol):
@@ -35,76 +36,47 @@ class ClientCount(Protocol):
     def count(self) -> int: ...
 
 
-@dataclass(frozen=True, slots=True)
-class ClusterSummary:
-    url: str
-    kind: str
-    root_cluster: str | None
-    forest: str
-    server_versions: Mapping[str, int]
-    client_versions: Mapping[str, int] = field(default_factory=dict)
-
-    @property
-    def servers(self) -> int:
-        return sum(self.server_versions.values())
-
-    @property
-    def clients(self) -> int:
-        return sum(self.client_versions.values())
-
-    @property
-    def offline_enrollment(self) -> bool:
-        """D9: only servers at SP1 or later enroll offline; one RTM server forces internet enrollment."""
-        return self.servers > 0 and _all_in(self.server_versions, {"SP1", "SP2"})
-
-    @property
-    def self_activating_clients(self) -> str:
-        """D10: clients at SP1 or later self-activate. "all", "some", "none", or "no-clients"."""
-        if self.clients == 0:
-            return "no-clients"
-        capable = sum(n for v, n in self.client_versions.items() if v in {"SP1", "SP2"})
-        if capable == self.clients:
-            return "all"
-        return "some" if capable else "none"
-
-    @property
-    def server_lockbox(self) -> bool:
-        """D11: the server lockbox needs SP2 servers and SP2 clients."""
-        return self.sql_server_2005_by_default and self.clients > 0 and _all_in(self.client_versions, {"SP2"})
-
-    @property
-    def sql_server_2005_by_default(self) -> bool:
-        """D12: SQL Server 2005 is supported by default only with SP2 servers."""
-        return self.servers > 0 and _all_in(self.server_versions, {"SP2"})
+def _counts(versions: Counter[str]) -> VersionCounts:
+    return VersionCounts(
+        rtm=versions[Version.RTM.value],
+        sp1=versions[Version.SP1.value],
+        sp2=versions[Version.SP2.value],
+        unknown=versions[Version.UNKNOWN.value],
+    )
 
 
-def _all_in(counts: Mapping[str, int], allowed: set[str]) -> bool:
-    return all(version in allowed for version, count in counts.items() if count > 0)
+def _majority(counts: Counter[str], prefer: str | None = None) -> str:
+    # Same tie-breaking as capabilities.group_by_cluster: `prefer` wins a tie, then the smallest.
+    return min(counts, key=lambda v: (-counts[v], v != prefer, v))
 
 
-def summarize_clusters(servers: Iterable[ServerCount], clients: Iterable[ClientCount]) -> list[ClusterSummary]:
-    """One summary per cluster that has servers, sorted by URL. Clients count toward the cluster
-    they name; clients of a cluster with no reporting servers are left out (nothing to say)."""
-    server_versions: dict[str, dict[str, int]] = defaultdict(dict)
-    identity: dict[str, tuple[str, str | None, str]] = {}
+def summarize_clusters(servers: Iterable[ServerCount], clients: Iterable[ClientCount]) -> list[ClusterCapabilities]:
+    """One entry per cluster that has servers, sorted by URL. Kind, root and forest are what most
+    of its servers report; clients count toward the cluster they name."""
+    server_versions: dict[str, Counter[str]] = defaultdict(Counter)
+    kinds: dict[str, Counter[str]] = defaultdict(Counter)
+    roots: dict[str, Counter[str]] = defaultdict(Counter)
+    forests: dict[str, Counter[str]] = defaultdict(Counter)
     for row in servers:
-        versions = server_versions[row.cluster]
-        versions[row.version] = versions.get(row.version, 0) + row.count
-        # A cluster is identified by its URL; if its servers disagree on kind or forest the first
-        # one seen wins here and the disagreement shows up in the hosts list.
-        identity.setdefault(row.cluster, (row.kind, row.root_cluster, row.forest))
-    client_versions: dict[str, dict[str, int]] = defaultdict(dict)
+        server_versions[row.cluster][row.version] += row.count
+        kinds[row.cluster][row.kind] += row.count
+        forests[row.cluster][row.forest] += row.count
+        if row.kind == ClusterKind.LICENSING.value and row.root_cluster:
+            roots[row.cluster][row.root_cluster] += row.count
+    client_versions: dict[str, Counter[str]] = defaultdict(Counter)
     for client_row in clients:
-        versions = client_versions[client_row.cluster]
-        versions[client_row.version] = versions.get(client_row.version, 0) + client_row.count
-    return [
-        ClusterSummary(
-            url=url,
-            kind=identity[url][0],
-            root_cluster=identity[url][1],
-            forest=identity[url][2],
-            server_versions=dict(server_versions[url]),
-            client_versions=dict(client_versions.get(url, {})),
+        client_versions[client_row.cluster][client_row.version] += client_row.count
+    summaries = []
+    for url in sorted(server_versions):
+        kind = ClusterKind(_majority(kinds[url], prefer=ClusterKind.LICENSING.value))
+        summaries.append(
+            capabilities_of(
+                url,
+                kind,
+                _majority(roots[url]) if kind is ClusterKind.LICENSING and roots[url] else None,
+                _majority(forests[url]),
+                _counts(server_versions[url]),
+                _counts(client_versions.get(url, Counter())),
+            )
         )
-        for url in sorted(server_versions)
-    ]
+    return summaries
