@@ -30,6 +30,8 @@ class ServeConfig:
     max_batch: int = 1000
     max_queue: int = 20000
     refresh_interval: float = 5.0
+    # Time-based rules (stale agents, grace periods) and anything an incremental pass cannot see.
+    full_pass_interval: float = 60.0
     grace_seconds: float = 10.0
     # D5: the share of a cluster's servers the planner takes down in one wave.
     plan_max_unavailable: float = 0.34
@@ -54,6 +56,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--refresh-interval",
         type=float,
         help="seconds between evaluation passes when nothing arrives (RMSFLEET_REFRESH_INTERVAL; default 5)",
+    )
+    parser.add_argument(
+        "--full-pass-interval",
+        type=float,
+        help="seconds between full evaluation passes; changes are evaluated as they arrive (RMSFLEET_FULL_PASS_INTERVAL; default 60)",
     )
     parser.add_argument(
         "--stale-after",
@@ -105,6 +112,9 @@ def serve_config(args: argparse.Namespace, environ: Mapping[str, str]) -> ServeC
         workers=int(number(args.workers, "RMSFLEET_WORKERS", defaults.workers, "--workers")),
         refresh_interval=number(
             args.refresh_interval, "RMSFLEET_REFRESH_INTERVAL", defaults.refresh_interval, "--refresh-interval"
+        ),
+        full_pass_interval=number(
+            args.full_pass_interval, "RMSFLEET_FULL_PASS_INTERVAL", defaults.full_pass_interval, "--full-pass-interval"
         ),
         policy=PolicyConfig(
             stale_after=timedelta(
