@@ -82,6 +82,8 @@ def start_collector(
             "127.0.0.1:0",
             "--refresh-interval",
             "0.5",
+            "--full-pass-interval",
+            "1",
             *extra,
         ],
         stdout=log_file,

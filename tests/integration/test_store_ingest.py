@@ -165,3 +165,42 @@ def test_host_listing_pages_and_filters(sessions: sessionmaker[Session]) -> None
     assert seen == sorted(f"h{i:03d}" for i in range(25))
     assert len(sp1) == 12 and all(h.facts.server and h.facts.server.version is Version.SP1 for h in sp1)
     assert len(stale) == 25 and all(h.stale for h in stale)
+
+
+def client(host_id: str, version: Version) -> HostFacts:
+    return HostFacts(host_id, host_id, "corp.example", None, ClientFacts(version, Activation.SELF, CLUSTER))
+
+
+def test_incremental_pass_sees_changed_hosts_and_leaves_the_others_alone(sessions: sessionmaker[Session]) -> None:
+    """Evaluating only what a batch changed: host rules for the changed hosts, cluster rules over
+    all servers; open violations of untouched hosts stay as they are."""
+    evaluator = Evaluator(
+        sessions,
+        PolicyConfig(stale_after=timedelta(days=365)),
+        lambda: T0,
+        CollectorMetrics(CollectorRegistry(), "test"),
+        AggregatesHolder(),
+    )
+    with sessions.begin() as session:
+        apply_reports(session, [report(client("ws1", Version.RTM), 1), report(client("ws2", Version.RTM), 1)])
+    evaluator.evaluate_once()
+    with sessions.begin() as session:
+        apply_reports(
+            session,
+            [
+                report(client("ws1", Version.SP2), 2),
+                report(server("s1", Version.SP1), 1),
+                report(server("s2", Version.SP2), 1),
+            ],
+        )
+    changes = evaluator.evaluate_changes({"ws1", "s1", "s2"})
+    assert changes is not None
+    with sessions() as session:
+        open_now = {
+            (v.policy, v.subject) for v in queries.list_violations(session, queries.ViolationFilter(), None, 100)
+        }
+    assert open_now == {
+        ("client-not-self-activating", "ws2"),  # untouched: still open
+        ("mixed-version-cluster", CLUSTER),  # found from all servers
+        ("mixed-versions-in-forest", "corp.example"),
+    }

@@ -15,7 +15,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from rmsfleet.collector.clock import Clock
 from rmsfleet.collector.domain.model import Finding, PolicyConfig, SubjectKind
-from rmsfleet.collector.domain.policies import Exemption, PolicyContext, apply_exemptions, escalate, evaluate_all
+from rmsfleet.collector.domain.policies import (
+    Exemption,
+    PolicyContext,
+    Scope,
+    apply_exemptions,
+    escalate,
+    evaluate_all,
+    policy_ids,
+)
 from rmsfleet.collector.metrics import AggregatesHolder, CollectorMetrics
 from rmsfleet.collector.reports import AppliedReport
 from rmsfleet.collector.store.aggregates_sql import compute_aggregates
@@ -66,7 +74,16 @@ def reconcile(current: Sequence[OpenViolation], findings: Sequence[Finding], ctx
     return Reconciliation(opened, updated, resolved)
 
 
+# Host ids per incremental query: well inside SQLite's bound-parameter limit.
+_CHUNK = 500
+
+
 class Evaluator:
+    """Evaluates what each committed batch changed as it arrives (incremental: the changed hosts
+    for host rules, all servers for cluster and forest rules), plus a periodic full pass for the
+    time-based rules and as a backstop. Only the replica holding the PostgreSQL advisory lock
+    writes violations; every replica refreshes its aggregates."""
+
     def __init__(
         self,
         sessions: sessionmaker[Session],
@@ -75,6 +92,7 @@ class Evaluator:
         metrics: CollectorMetrics,
         aggregates: AggregatesHolder,
         refresh_interval: float = 5.0,
+        full_pass_interval: float = 60.0,
         debounce: float = 0.2,
     ) -> None:
         self._sessions = sessions
@@ -83,7 +101,10 @@ class Evaluator:
         self._metrics = metrics
         self._aggregates = aggregates
         self._refresh_interval = refresh_interval
+        self._full_pass_interval = full_pass_interval
         self._debounce = debounce
+        self._touched: set[str] = set()
+        self._touched_lock = threading.Lock()
         self._dirty = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="evaluator", daemon=True)
@@ -97,51 +118,74 @@ class Evaluator:
         self._thread.join(timeout)
 
     def on_committed(self, results: Sequence[AppliedReport]) -> None:
-        """Called by the writer after each commit. Any applied report can change what holds
-        (facts) or the aggregates (last_seen), so wake up; the debounce merges bursts."""
-        if any(r.outcome.value == "applied" for r in results):
+        """Called by the writer after each commit: remember which hosts changed facts."""
+        changed = [r.host_id for r in results if r.facts_changed]
+        if changed:
+            with self._touched_lock:
+                self._touched.update(changed)
             self._dirty.set()
 
+    def _take_touched(self) -> set[str]:
+        with self._touched_lock:
+            touched, self._touched = self._touched, set()
+        return touched
+
     def evaluate_once(self) -> ViolationChanges | None:
-        """One full pass and an aggregates refresh. None when another replica holds the
-        evaluation lock (only aggregates are refreshed then)."""
+        """A full pass and an aggregates refresh. None when another replica holds the lock."""
+        self._take_touched()  # a full pass covers them
+        changes = self._evaluate(None)
+        self.refresh_aggregates(self._clock())
+        return changes
+
+    def evaluate_changes(self, host_ids: set[str]) -> ViolationChanges | None:
+        """An incremental pass over the hosts whose facts changed."""
+        return self._evaluate(host_ids)
+
+    def _evaluate(self, host_ids: set[str] | None) -> ViolationChanges | None:
         now = self._clock()
         ctx = PolicyContext(now=now, config=self._config)
+        kind = "full" if host_ids is None else "incremental"
         started = time.perf_counter()
         changes: ViolationChanges | None = None
         try:
             with self._sessions.begin() as session:
-                if try_evaluation_lock(session):
-                    fleet = load_fleet(session)
-                    exemptions = [
-                        Exemption(
-                            e.policy,
-                            SubjectKind(e.subject_kind),
-                            e.subject,
-                            e.reason,
-                            e.expires_at and utc(e.expires_at),
-                        )
-                        for e in active_exemptions(session, now)
-                    ]
-                    # An exempted subject is not in violation: its open violation resolves.
-                    findings = apply_exemptions(evaluate_all(fleet, ctx), exemptions, now)
-                    plan = reconcile(open_violations(session), findings, ctx)
-                    changes = write_violations(session, plan.opened, plan.updated, plan.resolved, now)
+                if not try_evaluation_lock(session):
+                    return None
+                exemptions = [
+                    Exemption(
+                        e.policy, SubjectKind(e.subject_kind), e.subject, e.reason, e.expires_at and utc(e.expires_at)
+                    )
+                    for e in active_exemptions(session, now)
+                ]
+                if host_ids is None:
+                    findings = evaluate_all(load_fleet(session), ctx)
+                    current = open_violations(session)
+                else:
+                    servers = load_fleet(session, servers_only=True)
+                    findings = evaluate_all(servers, ctx, frozenset({Scope.SERVERS}))
+                    current = open_violations(session, policy_ids(Scope.SERVERS))
+                    ordered = sorted(host_ids)
+                    for start in range(0, len(ordered), _CHUNK):
+                        chunk = ordered[start : start + _CHUNK]
+                        findings += evaluate_all(load_fleet(session, chunk), ctx, frozenset({Scope.HOST}))
+                        current += open_violations(session, policy_ids(Scope.HOST), chunk)
+                # An exempted subject is not in violation: its open violation resolves.
+                plan = reconcile(current, apply_exemptions(findings, exemptions, now), ctx)
+                changes = write_violations(session, plan.opened, plan.updated, plan.resolved, now)
         except SQLAlchemyError as exc:
             self._metrics.database_errors.labels(operation="evaluate").inc()
-            log.error("evaluation failed: %s", str(exc).splitlines()[0])
+            log.error("%s evaluation failed: %s", kind, str(exc).splitlines()[0])
             return None
-        if changes is not None:
-            self._metrics.evaluation_duration.labels(kind="full").observe(time.perf_counter() - started)
-            self._metrics.evaluation_last_success.set(now.timestamp())
-            if changes.opened or changes.resolved or changes.updated:
-                log.info(
-                    "evaluation: %d opened, %d escalated or changed, %d resolved",
-                    changes.opened,
-                    changes.updated,
-                    changes.resolved,
-                )
-        self.refresh_aggregates(now)
+        self._metrics.evaluation_duration.labels(kind=kind).observe(time.perf_counter() - started)
+        self._metrics.evaluation_last_success.set(now.timestamp())
+        if changes.opened or changes.resolved or changes.updated:
+            log.info(
+                "%s evaluation: %d opened, %d escalated or changed, %d resolved",
+                kind,
+                changes.opened,
+                changes.updated,
+                changes.resolved,
+            )
         return changes
 
     def refresh_aggregates(self, now: datetime) -> None:
@@ -153,11 +197,25 @@ class Evaluator:
             log.error("aggregates refresh failed: %s", str(exc).splitlines()[0])
 
     def _run(self) -> None:
+        next_full = time.monotonic() + self._full_pass_interval
+        next_refresh = time.monotonic() + self._refresh_interval
         while not self._stopping.is_set():
-            self.evaluate_once()
-            # Time-based rules (grace periods, stale agents) need a pass even when nothing arrives.
-            self._dirty.wait(self._refresh_interval)
+            timeout = max(0.0, min(next_full, next_refresh) - time.monotonic())
+            if self._dirty.wait(timeout) and not self._stopping.is_set():
+                time.sleep(self._debounce)  # let a burst of batches land in one pass
+                self._dirty.clear()
             if self._stopping.is_set():
                 return
-            time.sleep(self._debounce)
-            self._dirty.clear()
+            changed: ViolationChanges | None = None
+            if time.monotonic() >= next_full:
+                self._take_touched()
+                changed = self._evaluate(None)
+                next_full = time.monotonic() + self._full_pass_interval
+            else:
+                touched = self._take_touched()
+                if touched:
+                    changed = self.evaluate_changes(touched)
+            moved = changed is not None and bool(changed.opened or changed.updated or changed.resolved)
+            if moved or time.monotonic() >= next_refresh:
+                self.refresh_aggregates(self._clock())
+                next_refresh = time.monotonic() + self._refresh_interval

@@ -69,7 +69,15 @@ def start(config: ServeConfig, clock: Clock = system_clock) -> RunningCollector:
     metrics = CollectorMetrics(registry, __version__)
     aggregates = AggregatesHolder()
     registry.register(FleetStateCollector(aggregates, lambda: [p.id for p in POLICIES], clock))
-    evaluator = Evaluator(sessions, config.policy, clock, metrics, aggregates, refresh_interval=config.refresh_interval)
+    evaluator = Evaluator(
+        sessions,
+        config.policy,
+        clock,
+        metrics,
+        aggregates,
+        refresh_interval=config.refresh_interval,
+        full_pass_interval=config.full_pass_interval,
+    )
     writer = GroupCommitWriter(
         sessions, metrics, evaluator.on_committed, max_batch=config.max_batch, max_queue=config.max_queue
     )

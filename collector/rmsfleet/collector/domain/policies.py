@@ -7,6 +7,7 @@ compared with another: no policy guesses what it might be.
 
 from __future__ import annotations
 
+import enum
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -34,6 +35,12 @@ class PolicyContext:
     config: PolicyConfig
 
 
+class Scope(enum.Enum):
+    HOST = "host"
+    SERVERS = "servers"
+    TIME = "time"
+
+
 @dataclass(frozen=True, slots=True)
 class Policy:
     id: str
@@ -41,6 +48,11 @@ class Policy:
     severity: str
     description: str
     evaluate: PolicyFunction
+    # What an evaluation must load for this policy, so the collector can evaluate only what a
+    # batch changed: HOST needs just the changed hosts (and their history), SERVERS needs every
+    # server (few, even in a large fleet: clients are the bulk), TIME only changes with the
+    # clock and runs on the periodic full pass.
+    scope: Scope
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,6 +330,7 @@ POLICIES: Sequence[Policy] = (
         severity="warning, critical after the grace period",
         description="servers of one cluster report different server versions",
         evaluate=mixed_version_cluster,
+        scope=Scope.SERVERS,
     ),
     Policy(
         id="mixed-versions-in-forest",
@@ -325,6 +338,7 @@ POLICIES: Sequence[Policy] = (
         severity="warning",
         description="servers of different versions in one AD forest",
         evaluate=mixed_versions_in_forest,
+        scope=Scope.SERVERS,
     ),
     Policy(
         id="licensing-ahead-of-root",
@@ -332,6 +346,7 @@ POLICIES: Sequence[Policy] = (
         severity="critical",
         description="a licensing cluster runs a newer server version than its root certification cluster",
         evaluate=licensing_ahead_of_root,
+        scope=Scope.SERVERS,
     ),
     Policy(
         id="unsupported-upgrade-path",
@@ -339,6 +354,7 @@ POLICIES: Sequence[Policy] = (
         severity="critical",
         description="a server went from RTM to SP2 without SP1 between",
         evaluate=unsupported_upgrade_path,
+        scope=Scope.HOST,
     ),
     Policy(
         id="server-no-offline-enrollment",
@@ -346,6 +362,7 @@ POLICIES: Sequence[Policy] = (
         severity="warning",
         description="a server at RTM must enroll over the internet",
         evaluate=server_no_offline_enrollment,
+        scope=Scope.HOST,
     ),
     Policy(
         id="client-not-self-activating",
@@ -353,6 +370,7 @@ POLICIES: Sequence[Policy] = (
         severity="warning",
         description="a client below SP1 must activate over the internet",
         evaluate=client_not_self_activating,
+        scope=Scope.HOST,
     ),
     Policy(
         id="stale-agent",
@@ -360,6 +378,7 @@ POLICIES: Sequence[Policy] = (
         severity="warning",
         description="a host has not reported within stale_after",
         evaluate=stale_agent,
+        scope=Scope.TIME,
     ),
 )
 
@@ -378,13 +397,17 @@ def escalate(finding: Finding, since: datetime, ctx: PolicyContext) -> Finding:
     return finding
 
 
-def evaluate_all(fleet: Fleet, ctx: PolicyContext) -> list[Finding]:
-    """Every enabled policy's findings, in policy order."""
+def evaluate_all(fleet: Fleet, ctx: PolicyContext, scopes: frozenset[Scope] | None = None) -> list[Finding]:
+    """Every enabled policy's findings (only those of `scopes` when given), in policy order."""
     findings: list[Finding] = []
     for policy in POLICIES:
-        if policy.id not in ctx.config.disabled:
+        if policy.id not in ctx.config.disabled and (scopes is None or policy.scope in scopes):
             findings.extend(policy.evaluate(fleet, ctx))
     return findings
+
+
+def policy_ids(scope: Scope) -> list[str]:
+    return [p.id for p in POLICIES if p.scope is scope]
 
 
 def apply_exemptions(findings: Iterable[Finding], exemptions: Iterable[Exemption], now: datetime) -> list[Finding]:

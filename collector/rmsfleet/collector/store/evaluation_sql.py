@@ -26,20 +26,25 @@ def try_evaluation_lock(session: Session) -> bool:
     return bool(session.execute(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": EVALUATION_LOCK_KEY}).scalar())
 
 
-def load_fleet(session: Session, host_ids: Iterable[str] | None = None) -> Fleet:
-    """All hosts (or only `host_ids`) with the history the rules need: the fact changes of hosts
-    that ever reported an RTM server (D1's upgrade-path rule); other histories are not loaded."""
+def load_fleet(session: Session, host_ids: Iterable[str] | None = None, servers_only: bool = False) -> Fleet:
+    """All hosts (or only `host_ids`, or only hosts with a server part) with the history the
+    rules need: the fact changes of hosts that ever reported an RTM server (D1's upgrade-path
+    rule); other histories are not loaded, nor any history for `servers_only`."""
     columns = [HostRow.host_id, HostRow.first_seen, HostRow.last_seen, *[getattr(HostRow, c) for c in FACT_COLUMNS]]
     statement = select(*columns)
     wanted = None if host_ids is None else sorted(set(host_ids))
     if wanted is not None:
         statement = statement.where(HostRow.host_id.in_(wanted))
+    if servers_only:
+        statement = statement.where(HostRow.server_version.is_not(None))
     hosts = [
         HostRecord(
             facts=facts_from_columns(row.host_id, row), first_seen=utc(row.first_seen), last_seen=utc(row.last_seen)
         )
         for row in session.execute(statement)
     ]
+    if servers_only:
+        return Fleet(hosts=hosts)
     history_columns = [
         HostHistoryRow.host_id,
         HostHistoryRow.changed_at,
@@ -72,10 +77,14 @@ class OpenViolation:
     since: datetime
 
 
-def open_violations(session: Session, policies: Iterable[str] | None = None) -> list[OpenViolation]:
+def open_violations(
+    session: Session, policies: Iterable[str] | None = None, subjects: Iterable[str] | None = None
+) -> list[OpenViolation]:
     statement = select(ViolationRow).where(ViolationRow.resolved_at.is_(None))
     if policies is not None:
         statement = statement.where(ViolationRow.policy.in_(list(policies)))
+    if subjects is not None:
+        statement = statement.where(ViolationRow.subject.in_(sorted(set(subjects))))
     return [
         OpenViolation(r.id, r.policy, r.subject_kind, r.subject, r.severity, r.detail, utc(r.since))
         for r in session.scalars(statement)
