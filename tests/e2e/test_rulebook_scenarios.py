@@ -283,3 +283,15 @@ def test_plan_and_clusters_for_the_sample_fleet(tmp_path: Path, sqlite_url: str)
         assert sum(clusters["https://rms.corp.example"]["server_versions"].values()) == expected
     finally:
         collector.stop()
+
+
+def test_violations_filters_by_since_and_severity(fleet: Fleet) -> None:
+    fleet.report(host("ws1", client="RTM"))
+    opened = fleet.wait_open("client-not-self-activating", "ws1")
+    later = fleet.collector.cli_json("violations", "--since", "2999-01-01T00:00:00Z")
+    assert later == []
+    same = fleet.collector.cli_json("violations", "--since", opened["since"])
+    assert [v["subject"] for v in same] == ["ws1"]
+    assert fleet.collector.cli_json("violations", "--severity", "critical") == []
+    bad = fleet.collector.cli("violations", "--since", "yesterday", check=False)
+    assert bad.returncode == 2 and "--since: expected an ISO 8601 time" in bad.stderr

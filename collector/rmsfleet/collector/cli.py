@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -62,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     violations.add_argument("--policy")
     violations.add_argument("--severity", choices=["warning", "critical"])
     violations.add_argument("--state", choices=["open", "resolved", "all"], default="open")
+    violations.add_argument("--since", help="only violations first seen at or after this ISO 8601 time")
 
     query_command("clusters", "list clusters with their versions and capabilities (D9-D12)")
     exemptions = query_command("exemptions", "list, add or remove policy exemptions")
@@ -75,7 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     exemptions.add_argument("--id", type=int, help="with remove: the exemption's id (see the list)")
     plan = query_command("plan", "compute the upgrade plan to SP2")
     plan.add_argument(
-        "--max-unavailable", type=float, default=0.0, help="share of a cluster's servers upgraded at once (default 0.34)"
+        "--max-unavailable",
+        type=float,
+        default=0.0,
+        help="share of a cluster's servers upgraded at once (default 0.34)",
     )
     plan.add_argument("--forest", help="plan one forest only (D7)")
     return parser
@@ -136,7 +141,6 @@ def run_migrate(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def run_exemption_change(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from datetime import UTC, datetime
 
     from sqlalchemy.exc import SQLAlchemyError
     from sqlalchemy.orm import Session
@@ -309,6 +313,12 @@ def _host_table(hosts: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]
 
 def _violations(stub: query_pb2_grpc.QueryServiceStub, args: argparse.Namespace, out: Any) -> None:
     request = query_pb2.ListViolationsRequest(policy=args.policy or "", severity=args.severity or "", state=args.state)
+    if args.since:
+        try:
+            since = datetime.fromisoformat(args.since.replace("Z", "+00:00"))
+        except ValueError:
+            raise CliError(f"violations: --since: expected an ISO 8601 time, got {args.since!r}", EXIT_USAGE) from None
+        request.since.FromDatetime((since if since.tzinfo else since.replace(tzinfo=UTC)).astimezone(UTC))
 
     def fetch(token: str) -> query_pb2.ListViolationsResponse:
         request.page_token = token
