@@ -133,6 +133,15 @@ def test_tls_is_not_enabled_under_plaintext_grpc_probes() -> None:
     assert not (tls and grpc_probes), f"{sorted(tls)} set while {grpc_probes} probe in plaintext"
 
 
+def test_plaintext_on_the_pod_network_is_explicit() -> None:
+    """The collector refuses plaintext gRPC on a non-loopback address without RMSFLEET_INSECURE,
+    and refuses RMSFLEET_INSECURE together with TLS files: either way the pod would crash-loop."""
+    variables = env(collector())
+    tls = "RMSFLEET_TLS_CERT" in variables
+    insecure = variables.get("RMSFLEET_INSECURE", {}).get("value") in {"1", "true", "yes", "on"}
+    assert tls != insecure, "set exactly one of RMSFLEET_TLS_CERT/RMSFLEET_TLS_KEY and RMSFLEET_INSECURE"
+
+
 def test_prometheus_annotations_point_at_the_metrics_port() -> None:
     annotations = find("Deployment", "rmsfleet-collector")["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
