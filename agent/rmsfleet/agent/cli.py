@@ -1,94 +1,118 @@
-"""`rmsfleet-agent`: read this host's RMS facts and report them to a collector."""
+"""`rmsfleet-agent`: read this host's RMS facts and report them to a collector.
+
+    rmsfleet-agent [--config FILE] [flags]            keep reporting every interval (a service)
+    rmsfleet-agent --collector H:P --facts F --once   one report; exit 0 once acknowledged
+    rmsfleet-agent check-config [--config FILE] [flags]
+                                                      print the effective configuration, exit 0,
+                                                      or exit 2 with the one-line error
+
+Configuration: flags > RMSFLEET_* environment > TOML file > defaults (docs/agent.md).
+
+The state directory (the outbox and the node key): when set (flag, environment or file) it is
+used, and an unusable one is an error. When not set, `--once` uses a temporary outbox removed at
+exit (a one-shot report needs no state; the sequence still grows across runs because a new
+outbox starts its counter at the time in microseconds), and the service mode uses the platform's
+default and falls back to a temporary outbox, with a WARNING, when it cannot be used.
+
+Imports only the standard library, grpcio and protobuf (tests/e2e/test_agent_imports.py).
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import os
-import random
+import shutil
 import signal
 import sys
+import tempfile
 import threading
-import time
-from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
 from rmsfleet.agent import __version__
-from rmsfleet.agent.facts import FactsFileError, load_facts_file
-from rmsfleet.agent.sender import Sender, SendFailure
-from rmsfleet.agent.wire import report_request
+from rmsfleet.agent.config import (
+    AgentConfig,
+    ConfigError,
+    add_arguments,
+    config_file_path,
+    flag_values,
+    load_config,
+    render_effective,
+)
+from rmsfleet.agent.outbox import Outbox, OutboxError
+from rmsfleet.agent.probe import Probe, ProbeError, select_probe
+from rmsfleet.agent.runner import (
+    EXIT_CONFIG,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    Runner,
+    SecretFileError,
+    read_enroll_secret,
+)
+from rmsfleet.agent.transport import TransportError, open_links, read_tls_material
 
 log = logging.getLogger("rmsfleet.agent")
-EXIT_BAD_FACTS = 2
-EXIT_UNREACHABLE = 3
-EXIT_REFUSED = 4
+
+# Kept for callers of the earlier CLI.
+EXIT_BAD_FACTS = EXIT_CONFIG
+CHECK_CONFIG = "check-config"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rmsfleet-agent", description="Report this host's RMS facts to a collector.")
-    parser.add_argument("--collector", help="collector address HOST:PORT (RMSFLEET_COLLECTOR)")
-    parser.add_argument("--facts", type=Path, help="facts file (RMSFLEET_FACTS)")
+def build_parser(prog: str = "rmsfleet-agent") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Report this host's RMS facts to a collector. "
+        f"`rmsfleet-agent {CHECK_CONFIG} [flags]` prints the effective configuration.",
+    )
+    add_arguments(parser)
     parser.add_argument("--once", action="store_true", help="report once, exit 0 when acknowledged")
-    parser.add_argument("--interval", type=float, help="seconds between reports (RMSFLEET_INTERVAL; default 60)")
-    parser.add_argument("--jitter", type=float, default=0.1, help="random share added to each interval (default 0.1)")
-    parser.add_argument("--deadline", type=float, default=10.0, help="seconds to wait for each acknowledgement")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--log-level", default=None, help="DEBUG, INFO (default), WARNING or ERROR (RMSFLEET_LOG_LEVEL)"
+    )
+    parser.add_argument("--version", action="version", version=f"rmsfleet-agent {__version__}")
     return parser
-
-
-def next_sequence(previous: int) -> int:
-    """Without a state directory the sequence is the time in microseconds: it still grows across
-    restarts, so a new run is never mistaken for a retry of an old one."""
-    return max(previous + 1, time.time_ns() // 1000)
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     env = os.environ if environ is None else environ
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    collector = args.collector or env.get("RMSFLEET_COLLECTOR")
-    facts_path = args.facts or (Path(env["RMSFLEET_FACTS"]) if env.get("RMSFLEET_FACTS") else None)
-    if not collector:
-        return _fail("no collector address: pass --collector HOST:PORT or set RMSFLEET_COLLECTOR", EXIT_BAD_FACTS)
-    if facts_path is None:
-        return _fail("no facts source: pass --facts FILE or set RMSFLEET_FACTS", EXIT_BAD_FACTS)
-    interval = args.interval or float(env.get("RMSFLEET_INTERVAL", "60"))
-    sender = Sender(collector, deadline=args.deadline)
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    checking = bool(args_list) and args_list[0] == CHECK_CONFIG
+    if checking:
+        args_list = args_list[1:]
+    parser = build_parser("rmsfleet-agent check-config" if checking else "rmsfleet-agent")
+    args = parser.parse_args(args_list)
+    level = (args.log_level or env.get("RMSFLEET_LOG_LEVEL") or "INFO").upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        if args.once:
-            return report_once(sender, facts_path, 0)[0]
-        return run_forever(sender, facts_path, interval, args.jitter)
-    finally:
-        sender.close()
+        config = load_config(flag_values(args), env, config_file_path(args.config, env))
+        probe = _check(config)
+    except (ConfigError, ProbeError, SecretFileError, TransportError) as exc:
+        return _fail(str(exc), EXIT_CONFIG)
+    if checking:
+        sys.stdout.write(render_effective(config))
+        return EXIT_OK
+    return run(config, probe, once=args.once)
 
 
-def report_once(sender: Sender, facts_path: Path, previous_sequence: int) -> tuple[int, int]:
-    """Read, validate, send. Returns (exit code, sequence used)."""
-    try:
-        facts = load_facts_file(facts_path)
-    except FactsFileError as exc:
-        return _fail(str(exc), EXIT_BAD_FACTS), previous_sequence
-    sequence = next_sequence(previous_sequence)
-    request = report_request(facts, datetime.now(UTC), sequence, __version__)
-    try:
-        response = sender.send(request)
-    except SendFailure as exc:
-        if exc.retryable:
-            return _fail(f"cannot reach the collector at {sender.address}: {exc}", EXIT_UNREACHABLE), sequence
-        return _fail(f"the collector at {sender.address} refused the report: {exc}", EXIT_REFUSED), sequence
-    log.info(
-        "reported %s (sequence %d) to %s: %s",
-        facts.host_id,
-        sequence,
-        sender.address,
-        "applied" if response.applied else "already applied",
-    )
-    return 0, sequence
+def _check(config: AgentConfig) -> Probe:
+    """What running needs beyond a well-formed configuration: a collector, a probe that can
+    work here, a readable enrollment secret and TLS files. Raises with one line."""
+    if not config.collectors:
+        raise ConfigError(
+            "no collector address: pass --collector HOST:PORT, set RMSFLEET_COLLECTOR or [agent] collectors"
+        )
+    probe = select_probe(config, sys.platform)
+    if config.enroll_secret_file is not None:
+        read_enroll_secret(config.enroll_secret_file)
+    if any(not config.tls.plaintext_to(address) for address in config.collectors):
+        read_tls_material(config.tls)
+    return probe
 
 
-def run_forever(sender: Sender, facts_path: Path, interval: float, jitter: float) -> int:
+def run(config: AgentConfig, probe: Probe, *, once: bool) -> int:
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -97,18 +121,76 @@ def run_forever(sender: Sender, facts_path: Path, interval: float, jitter: float
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    sequence = 0
-    while not stop.is_set():
-        _code, sequence = report_once(sender, facts_path, sequence)
-        # Jitter spreads thousands of agents that started together across the interval.
-        stop.wait(interval * (1 + random.uniform(0, max(jitter, 0.0))))
-    return 0
+    if once:
+        # Read first: a bad facts file is one line and nothing else, with nothing sent.
+        try:
+            probe.read()
+        except ProbeError as exc:
+            return _fail(str(exc), EXIT_CONFIG)
+    try:
+        links = open_links(config.collectors, config.tls, config.sender)
+    except TransportError as exc:
+        return _fail(str(exc), EXIT_CONFIG)
+    try:
+        with _outbox(config, once=once) as outbox:
+            runner = Runner(config, probe, outbox, links, stop)
+            if not once:
+                log.info(
+                    "rmsfleet-agent %s: reporting to %s every %gs; outbox %s (%d pending)",
+                    __version__,
+                    ", ".join(f"{link.address} ({link.transport})" for link in links),
+                    config.interval_seconds,
+                    outbox.path,
+                    outbox.pending_count(),
+                )
+                return runner.run_forever()
+            code, message = runner.run_once()
+            if message is not None:
+                return _fail(message, code)
+            return code
+    except OutboxError as exc:
+        return _fail(str(exc), EXIT_CONFIG)
+    finally:
+        for link in links:
+            link.close()
+
+
+@contextmanager
+def _outbox(config: AgentConfig, *, once: bool) -> Iterator[Outbox]:
+    explicit = config.source_of("state_dir") != "default"
+    temporary: Path | None = None
+    try:
+        if explicit or not once:
+            try:
+                outbox = Outbox.in_state_dir(config.state_dir, config.outbox_max_changes)
+            except OutboxError as exc:
+                if explicit:
+                    raise
+                temporary = Path(tempfile.mkdtemp(prefix="rmsfleet-agent-"))
+                log.warning(
+                    "%s; using a temporary outbox in %s instead: unsent reports and the node key are lost "
+                    "when the agent stops (set a writable --state-dir)",
+                    exc,
+                    temporary,
+                )
+                outbox = Outbox.in_state_dir(temporary, config.outbox_max_changes)
+        else:
+            temporary = Path(tempfile.mkdtemp(prefix="rmsfleet-agent-"))
+            log.debug("--once without a state directory: temporary outbox in %s", temporary)
+            outbox = Outbox.in_state_dir(temporary, config.outbox_max_changes)
+        with outbox:
+            yield outbox
+    finally:
+        if temporary is not None:
+            shutil.rmtree(temporary, ignore_errors=True)
 
 
 def _fail(message: str, code: int) -> int:
     print(f"rmsfleet-agent: {message}", file=sys.stderr)
     return code
 
+
+__all__ = ["EXIT_BAD_FACTS", "EXIT_CONFIG", "EXIT_OK", "EXIT_UNREACHABLE", "main"]
 
 if __name__ == "__main__":
     raise SystemExit(main())

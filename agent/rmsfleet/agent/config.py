@@ -18,6 +18,7 @@ The reference (every key, flag and variable) is docs/agent.md.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import re
 import sys
@@ -44,8 +45,38 @@ class TlsConfig:
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
-    # Plaintext gRPC. Off by default: reports name hosts and the node key travels with them.
+    # Plaintext gRPC to any collector. Off by default: reports name hosts and the node key travels
+    # with them. A collector on a loopback address is spoken to in plaintext without it, unless a
+    # TLS file is set (see `plaintext_to`).
     insecure: bool = False
+
+    @property
+    def has_files(self) -> bool:
+        return self.ca_file is not None or self.cert_file is not None or self.key_file is not None
+
+    def plaintext_to(self, address: str) -> bool:
+        """Whether to speak plaintext gRPC to `address` (HOST:PORT): with `insecure`, or to a
+        loopback address (127.0.0.0/8, ::1, localhost) when no TLS file is set; traffic that never
+        leaves the host gains nothing from TLS, and the one-command demo needs no certificates.
+        Any other address gets TLS (the system's root CAs unless `ca_file` is set)."""
+        if self.insecure:
+            return True
+        if self.has_files:
+            return False
+        return is_loopback_address(address)
+
+
+def is_loopback_address(address: str) -> bool:
+    """True when HOST:PORT (or [v6]:PORT) names a loopback host: `localhost`, 127.0.0.0/8 or ::1.
+    Any other name is not: it could resolve anywhere."""
+    host = address.rsplit(":", 1)[0] if ":" in address else address
+    host = host.strip().strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -480,7 +511,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--tls-ca": "CA certificates that sign the collector's certificate (PEM)",
         "--tls-cert": "client certificate (PEM), with --tls-key",
         "--tls-key": "client private key (PEM)",
-        "--insecure": "plaintext gRPC, no TLS (tests and loopback only)",
+        "--insecure": "plaintext gRPC to any collector (loopback collectors get plaintext without it)",
         "--enroll-secret-file": "file holding the enrollment secret",
     }
     parser.add_argument("--config", type=Path, default=None, help=f"agent config file (TOML; {CONFIG_ENV})")
@@ -530,7 +561,14 @@ def render_effective(config: AgentConfig) -> str:
             for key in ("initial_backoff", "max_backoff", "backoff_multiplier", "rpc_deadline_seconds")
         ],
         "tls": [(key, f"tls.{key}", getattr(config.tls, key), "") for key in ("ca_file", "cert_file", "key_file")]
-        + [("insecure", "tls.insecure", config.tls.insecure, "")],
+        + [
+            (
+                "insecure",
+                "tls.insecure",
+                config.tls.insecure,
+                "loopback collectors get plaintext unless a TLS file is set",
+            )
+        ],
         "enroll": [
             ("secret_file", "enroll_secret_file", config.enroll_secret_file, "the secret itself is never shown")
         ],

@@ -331,16 +331,27 @@ class Outbox:
             row = self._db.execute("SELECT value FROM meta WHERE key = 'node_key'").fetchone()
         return None if row is None else str(row[0])
 
-    def save_node_key(self, key: str) -> None:
+    def node_key_host(self) -> str | None:
+        """The host id the node key was issued for (None: not recorded, or no key). A key belongs
+        to one host: when the probe starts reporting another host id, the agent enrolls again."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'node_key_host'").fetchone()
+        return None if row is None else str(row[0])
+
+    def save_node_key(self, key: str, host_id: str | None = None) -> None:
         if not key:
             raise ValueError("an empty node key")
         with self._transaction() as db:
             db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('node_key', ?)", (key,))
+            if host_id is None:
+                db.execute("DELETE FROM meta WHERE key = 'node_key_host'")
+            else:
+                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('node_key_host', ?)", (host_id,))
 
     def clear_node_key(self) -> None:
         """Forget the node key (the collector said UNAUTHENTICATED: enroll again)."""
         with self._transaction() as db:
-            db.execute("DELETE FROM meta WHERE key = 'node_key'")
+            db.execute("DELETE FROM meta WHERE key IN ('node_key', 'node_key_host')")
 
 
 def _facts(document: str) -> HostFacts:

@@ -10,6 +10,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -48,11 +49,20 @@ def build_parser() -> argparse.ArgumentParser:
         )
         sub.add_argument("--json", action="store_true", help="print JSON instead of a table")
         sub.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each answer (default 10)")
+        sub.add_argument("--tls-ca", help="connect with TLS, trusting the CAs in this PEM file (default: system roots)")
+        sub.add_argument("--tls-cert", help="client certificate (PEM) for a collector that requires mutual TLS")
+        sub.add_argument("--tls-key", help="private key of --tls-cert (PEM)")
+        sub.add_argument(
+            "--insecure",
+            action="store_true",
+            help="plaintext gRPC to a non-loopback collector (loopback collectors are plaintext unless --tls-* is given)",
+        )
         return sub
 
-    hosts = query_command("hosts", "list hosts, or show one host with its history")
-    hosts.add_argument("action", nargs="?", choices=["list", "show"], default="list")
-    hosts.add_argument("host_id", nargs="?", help="with `show`: the host")
+    hosts = query_command("hosts", "list hosts, show one host with its history, or revoke a host's node key")
+    hosts.add_argument("action", nargs="?", choices=["list", "show", "revoke"], default="list")
+    hosts.add_argument("host_id", nargs="?", help="with `show` and `revoke`: the host")
+    hosts.add_argument("--db", help="with revoke: the database URL (RMSFLEET_DB); the revocation is written there")
     hosts.add_argument("--role", choices=["server", "client"])
     hosts.add_argument("--version", choices=["RTM", "SP1", "SP2", "UNKNOWN"])
     hosts.add_argument("--cluster")
@@ -96,6 +106,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             return run_migrate(args, env)
         if args.command == "exemptions" and args.action in ("add", "remove"):
             return run_exemption_change(args, env)
+        if args.command == "hosts" and args.action == "revoke":
+            return run_revoke(args, env)
         return run_query(args, env, sys.stdout)
     except CliError as exc:
         print(f"rmsfleet-collector: {exc}", file=sys.stderr)
@@ -199,9 +211,75 @@ def run_exemption_change(args: argparse.Namespace, env: Mapping[str, str]) -> in
     return 0
 
 
+def run_revoke(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """`hosts revoke HOST --db URL`: mark the host's node key revoked in the database. Every
+    collector replica checks keys in each batch's own transaction, so the next report with that
+    key is refused (UNAUTHENTICATED) on all of them; the agent enrolls again if its enrollment
+    secret is still accepted (rotate the secret first to keep a host out)."""
+    from sqlalchemy.exc import SQLAlchemyError
+    from sqlalchemy.orm import Session
+
+    from rmsfleet.collector.config import DEFAULT_DB
+    from rmsfleet.collector.store.database import create_db_engine, prepare_for_serving
+    from rmsfleet.collector.store.identity_sql import revoke_node_key
+
+    if not args.host_id:
+        raise CliError("hosts revoke: name the host (rmsfleet-collector hosts revoke HOST_ID --db URL)", EXIT_USAGE)
+    url = args.db or env.get("RMSFLEET_DB") or DEFAULT_DB
+    now = datetime.now(UTC)
+    try:
+        engine = create_db_engine(url)
+        prepare_for_serving(engine)
+        with Session(engine) as session, session.begin():
+            record = revoke_node_key(session, args.host_id, now)
+    except SQLAlchemyError as exc:
+        raise CliError(f"hosts revoke: {str(exc).splitlines()[0]}") from None
+    if record is None:
+        raise CliError(f"hosts revoke: host {args.host_id} has no node key (it never enrolled)")
+    assert record.revoked_at is not None
+    print(
+        f"revoked the node key of host {args.host_id} (enrolled {record.created_at.isoformat()}, revoked "
+        f"{record.revoked_at.isoformat()}): its reports are refused until it enrolls again"
+    )
+    return 0
+
+
+def query_channel(args: argparse.Namespace, address: str) -> grpc.Channel:
+    """Plaintext to a loopback collector unless TLS files are given; TLS to any other unless
+    --insecure (the collector's loopback rule, docs/security.md)."""
+    from rmsfleet.collector.config import is_loopback_host, split_host_port
+
+    tls_files = (args.tls_ca, args.tls_cert, args.tls_key)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise CliError("--tls-cert and --tls-key go together", EXIT_USAGE)
+    if args.insecure and any(tls_files):
+        raise CliError("--insecure turns TLS off, but --tls-ca/--tls-cert/--tls-key are also given", EXIT_USAGE)
+    try:
+        host, _port = split_host_port(address, "--collector")
+    except ConfigError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    if args.insecure or (not any(tls_files) and is_loopback_host(host)):
+        return grpc.insecure_channel(address)
+
+    def read(path: str | None, flag: str) -> bytes | None:
+        if path is None:
+            return None
+        try:
+            return Path(path).read_bytes()
+        except OSError as exc:
+            raise CliError(f"{flag} {path}: cannot read: {exc.strerror or exc}", EXIT_USAGE) from None
+
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=read(args.tls_ca, "--tls-ca"),
+        private_key=read(args.tls_key, "--tls-key"),
+        certificate_chain=read(args.tls_cert, "--tls-cert"),
+    )
+    return grpc.secure_channel(address, credentials)
+
+
 def run_query(args: argparse.Namespace, env: Mapping[str, str], out: Any) -> int:
     address = args.collector or env.get("RMSFLEET_COLLECTOR") or DEFAULT_COLLECTOR
-    with grpc.insecure_channel(address) as channel:
+    with query_channel(args, address) as channel:
         stub = query_pb2_grpc.QueryServiceStub(channel)
         try:
             handler = COMMANDS[args.command]

@@ -4,9 +4,11 @@ dataclass and passed down. Flags win over the environment, which wins over the d
 from __future__ import annotations
 
 import argparse
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 
 from rmsfleet.collector.domain.model import PolicyConfig
 from rmsfleet.collector.domain.policies import POLICIES, unknown_policy_ids
@@ -36,6 +38,47 @@ class ServeConfig:
     # D5: the share of a cluster's servers the planner takes down in one wave.
     plan_max_unavailable: float = 0.34
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    # Enrollment (docs/security.md): None runs without it (reports need no node key).
+    enroll_secret_file: Path | None = None
+    # TLS: certificate chain and key served to agents; with client_ca, clients must present a
+    # certificate it signed (mTLS). Plaintext is allowed on loopback, elsewhere only with insecure.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    insecure: bool = False
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for `localhost`, 127.0.0.0/8 and ::1 (brackets allowed). Any other name is not
+    loopback: a name could resolve anywhere, and 0.0.0.0 / :: listen on every interface."""
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def check_transport(config: ServeConfig) -> None:
+    """The TLS settings that only make sense together, and the loopback rule: plaintext gRPC on
+    an address other hosts can reach needs --insecure (reports name hosts and carry node keys)."""
+    if (config.tls_cert is None) != (config.tls_key is None):
+        raise ConfigError("--tls-cert and --tls-key go together (RMSFLEET_TLS_CERT, RMSFLEET_TLS_KEY)")
+    if config.tls_client_ca is not None and not config.tls:
+        raise ConfigError("--tls-client-ca needs --tls-cert and --tls-key: client certificates need TLS")
+    if config.insecure and config.tls:
+        raise ConfigError("--insecure turns TLS off, but --tls-cert/--tls-key are also set: remove one")
+    host, _port = split_host_port(config.listen, "--listen")
+    if not config.tls and not config.insecure and not is_loopback_host(host):
+        raise ConfigError(
+            f"--listen {config.listen}: refusing plaintext gRPC on an address other hosts can reach; "
+            "serve TLS with --tls-cert and --tls-key, or pass --insecure (RMSFLEET_INSECURE=1) to accept plaintext"
+        )
 
 
 def split_host_port(value: str, what: str) -> tuple[str, int]:
@@ -74,6 +117,23 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "(RMSFLEET_MIXED_CLUSTER_GRACE; default 604800 = 7 days)",
     )
     parser.add_argument(
+        "--enroll-secret-file",
+        help="file of enrollment secrets, one per line; agents must enroll and send node keys "
+        "(RMSFLEET_ENROLL_SECRET_FILE; default: no enrollment)",
+    )
+    parser.add_argument("--tls-cert", help="serve TLS with this certificate chain, PEM (RMSFLEET_TLS_CERT)")
+    parser.add_argument("--tls-key", help="private key of --tls-cert, PEM (RMSFLEET_TLS_KEY)")
+    parser.add_argument(
+        "--tls-client-ca",
+        help="require client certificates signed by these CAs, PEM: mutual TLS (RMSFLEET_TLS_CLIENT_CA)",
+    )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="allow plaintext gRPC on a non-loopback --listen address (RMSFLEET_INSECURE=1)",
+    )
+    parser.add_argument(
         "--disable-policy",
         action="append",
         default=None,
@@ -96,6 +156,20 @@ def serve_config(args: argparse.Namespace, environ: Mapping[str, str]) -> ServeC
         if value <= 0:
             raise ConfigError(f"{what} ({env}): expected a number > 0, got {raw!r}")
         return value
+
+    def path(flag: object, env: str) -> Path | None:
+        raw = pick(flag, env, "")
+        return Path(raw) if raw.strip() else None
+
+    def flag_on(flag: object, env: str) -> bool:
+        if flag:
+            return True
+        raw = environ.get(env, "").strip().lower()
+        if raw in ("", "0", "false", "no", "off"):
+            return False
+        if raw in ("1", "true", "yes", "on"):
+            return True
+        raise ConfigError(f"{env}: expected 1/true/yes/on or 0/false/no/off, got {raw!r}")
 
     defaults = ServeConfig()
     disabled = args.disable_policy or [p for p in environ.get("RMSFLEET_DISABLE_POLICIES", "").split(",") if p.strip()]
@@ -135,7 +209,13 @@ def serve_config(args: argparse.Namespace, environ: Mapping[str, str]) -> ServeC
             ),
             disabled=frozenset(p.strip() for p in disabled),
         ),
+        enroll_secret_file=path(getattr(args, "enroll_secret_file", None), "RMSFLEET_ENROLL_SECRET_FILE"),
+        tls_cert=path(getattr(args, "tls_cert", None), "RMSFLEET_TLS_CERT"),
+        tls_key=path(getattr(args, "tls_key", None), "RMSFLEET_TLS_KEY"),
+        tls_client_ca=path(getattr(args, "tls_client_ca", None), "RMSFLEET_TLS_CLIENT_CA"),
+        insecure=flag_on(getattr(args, "insecure", None), "RMSFLEET_INSECURE"),
     )
     split_host_port(config.listen, "--listen")
     split_host_port(config.metrics_listen, "--metrics-listen")
+    check_transport(config)
     return config

@@ -1,5 +1,10 @@
 """The ingest use-case: reports queue up and a single writer commits them in batches (group
-commit). A report is acknowledged only after the transaction holding it has committed."""
+commit). A report is acknowledged only after the transaction holding it has committed.
+
+With enrollment on (`require_node_keys`), the writer also checks every report's node key in the
+batch's own transaction, with one query per batch: no round trip per report, no cache to
+invalidate, and a revocation committed by any replica (or by `hosts revoke`) applies to the very
+next batch every replica writes."""
 
 from __future__ import annotations
 
@@ -14,8 +19,10 @@ from dataclasses import dataclass
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from rmsfleet.collector.enrollment import NodeKeyRejected
 from rmsfleet.collector.metrics import CollectorMetrics
 from rmsfleet.collector.reports import AppliedReport, IncomingReport
+from rmsfleet.collector.store.identity_sql import check_node_keys
 from rmsfleet.collector.store.ingest_writes import apply_reports
 
 log = logging.getLogger(__name__)
@@ -37,6 +44,8 @@ class IngestFailed(Exception):
 class _Pending:
     report: IncomingReport
     future: Future[AppliedReport]
+    # The hash of the node key the report carried (None: none), checked when keys are required.
+    key_hash: str | None = None
 
 
 _STOP = object()
@@ -50,8 +59,11 @@ class GroupCommitWriter:
         on_committed: Callable[[Sequence[AppliedReport]], None],
         max_batch: int = 1000,
         max_queue: int = 20000,
+        *,
+        require_node_keys: bool = False,
     ) -> None:
         self._sessions = sessions
+        self.require_node_keys = require_node_keys
         self._metrics = metrics
         self._on_committed = on_committed
         self._max_batch = max_batch
@@ -63,8 +75,10 @@ class GroupCommitWriter:
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, report: IncomingReport) -> Future[AppliedReport]:
-        pending = _Pending(report, Future())
+    def submit(self, report: IncomingReport, key_hash: str | None = None) -> Future[AppliedReport]:
+        """Queue a report. Its future ends in the AppliedReport once the batch committed, or in
+        IngestFailed, or (keys required) in NodeKeyRejected when its key does not fit its host."""
+        pending = _Pending(report, Future(), key_hash)
         with self._lock:
             if not self._accepting:
                 raise IngestStopped("the collector is shutting down")
@@ -109,14 +123,22 @@ class GroupCommitWriter:
                 self._commit(batch)
 
     def _commit(self, batch: list[_Pending]) -> None:
-        reports = [p.report for p in batch]
         started = time.perf_counter()
         results: list[AppliedReport] | None = None
+        rejected: dict[int, NodeKeyRejected] = {}
+        accepted = batch
         error: Exception | None = None
         for attempt in range(2):
             try:
                 with self._sessions.begin() as session:
-                    results = apply_reports(session, reports)
+                    if self.require_node_keys:
+                        problems = check_node_keys(session, [(p.report.facts.host_id, p.key_hash) for p in batch])
+                        rejected = {
+                            index: NodeKeyRejected(batch[index].report.facts.host_id, problem)
+                            for index, problem in problems.items()
+                        }
+                        accepted = [p for index, p in enumerate(batch) if index not in rejected]
+                    results = apply_reports(session, [p.report for p in accepted])
                 break
             except IntegrityError as exc:
                 # Another replica inserted one of these hosts first; the retry sees it as known.
@@ -134,7 +156,9 @@ class GroupCommitWriter:
             return
         self._metrics.ingest_batch_size.observe(len(batch))
         self._metrics.ingest_commit_duration.observe(time.perf_counter() - started)
-        for pending, result in zip(batch, results, strict=True):
+        for index, refusal in rejected.items():
+            batch[index].future.set_exception(refusal)
+        for pending, result in zip(accepted, results, strict=True):
             pending.future.set_result(result)
         try:
             self._on_committed(results)

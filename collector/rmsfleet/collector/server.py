@@ -17,13 +17,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from rmsfleet.collector import __version__
 from rmsfleet.collector.clock import Clock, system_clock
-from rmsfleet.collector.config import ServeConfig, split_host_port
+from rmsfleet.collector.config import ConfigError, ServeConfig, is_loopback_host, split_host_port
 from rmsfleet.collector.domain.policies import POLICIES
+from rmsfleet.collector.enrollment import SecretFile, file_is_private
 from rmsfleet.collector.evaluator import Evaluator
 from rmsfleet.collector.ingest import GroupCommitWriter
 from rmsfleet.collector.metrics import AggregatesHolder, CollectorMetrics, FleetStateCollector
 from rmsfleet.collector.servicers import InventoryServicer, QueryServicer
 from rmsfleet.collector.store.database import create_db_engine, prepare_for_serving
+from rmsfleet.collector.tls import ReloadingServerCredentials, TlsFileError, TlsFiles, describe_certificate
 from rmsfleet.v1 import inventory_pb2, inventory_pb2_grpc, query_pb2, query_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -58,7 +60,54 @@ class RunningCollector:
             shutdown()
 
 
+def open_secrets(config: ServeConfig) -> SecretFile | None:
+    """The enrollment secret file, or None (no enrollment). Raises ConfigError (one line)."""
+    if config.enroll_secret_file is None:
+        log.warning(
+            "enrollment is off (no --enroll-secret-file): reports are accepted without a node key, so any "
+            "client that reaches this port can report as any host"
+        )
+        return None
+    path = config.enroll_secret_file
+    try:
+        secrets = SecretFile(path)
+        private = file_is_private(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"--enroll-secret-file {path}: cannot read: {getattr(exc, 'strerror', None) or exc}"
+        ) from None
+    if not private:
+        log.warning("enrollment secret file %s is readable by other users: chmod 600 it", path)
+    log.info("enrollment is on: secrets from %s; every report must carry its host's node key", secrets.describe())
+    return secrets
+
+
+def server_credentials(config: ServeConfig) -> grpc.ServerCredentials | None:
+    """TLS credentials for the gRPC port, or None for plaintext. Raises ConfigError (one line)."""
+    if config.tls_cert is None or config.tls_key is None:
+        host, _port = split_host_port(config.listen, "--listen")
+        if is_loopback_host(host):
+            log.info("plaintext gRPC on loopback %s (TLS is needed only for other hosts)", config.listen)
+        else:
+            log.warning(
+                "plaintext gRPC on %s (--insecure): reports and node keys cross the network unencrypted", config.listen
+            )
+        return None
+    files = TlsFiles(config.tls_cert, config.tls_key, config.tls_client_ca)
+    try:
+        reloading = ReloadingServerCredentials(files)
+    except TlsFileError as exc:
+        raise ConfigError(str(exc)) from None
+    log.info("TLS on %s: serving %s", config.listen, describe_certificate(files.cert))
+    if files.client_ca is not None:
+        log.info("mutual TLS: clients must present a certificate signed by a CA in %s", files.client_ca)
+    return reloading.credentials()
+
+
 def start(config: ServeConfig, clock: Clock = system_clock) -> RunningCollector:
+    # Files first: a bad secret or certificate file stops the start before anything listens.
+    secrets = open_secrets(config)
+    credentials = server_credentials(config)
     engine = create_db_engine(config.db_url, pool_size=max(4, config.workers // 8))
     log.info("database %s: %s", engine.url.render_as_string(hide_password=True), prepare_for_serving(engine))
     sessions: sessionmaker[Session] = sessionmaker(engine, expire_on_commit=False)
@@ -79,7 +128,12 @@ def start(config: ServeConfig, clock: Clock = system_clock) -> RunningCollector:
         full_pass_interval=config.full_pass_interval,
     )
     writer = GroupCommitWriter(
-        sessions, metrics, evaluator.on_committed, max_batch=config.max_batch, max_queue=config.max_queue
+        sessions,
+        metrics,
+        evaluator.on_committed,
+        max_batch=config.max_batch,
+        max_queue=config.max_queue,
+        require_node_keys=secrets is not None,
     )
 
     server = grpc.server(
@@ -90,12 +144,17 @@ def start(config: ServeConfig, clock: Clock = system_clock) -> RunningCollector:
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ],
     )
-    inventory_pb2_grpc.add_InventoryServiceServicer_to_server(InventoryServicer(writer, metrics, clock), server)
+    inventory_pb2_grpc.add_InventoryServiceServicer_to_server(
+        InventoryServicer(writer, metrics, clock, secrets, sessions), server
+    )
     query_pb2_grpc.add_QueryServiceServicer_to_server(QueryServicer(sessions, config, metrics, clock), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    grpc_port = server.add_insecure_port(config.listen)
+    if credentials is None:
+        grpc_port = server.add_insecure_port(config.listen)
+    else:
+        grpc_port = server.add_secure_port(config.listen, credentials)
     if grpc_port == 0:
         raise OSError(f"cannot listen on {config.listen} (in use, or not an address of this host)")
 

@@ -13,12 +13,13 @@ import grpc
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from rmsfleet.agent.facts import InvalidFacts, Version
+from rmsfleet.agent.facts import MAX_ID_LENGTH, InvalidFacts, Version
 from rmsfleet.collector import convert
 from rmsfleet.collector.clock import Clock
 from rmsfleet.collector.config import ServeConfig
 from rmsfleet.collector.domain.cluster_summary import summarize_clusters
 from rmsfleet.collector.domain.planner import plan_upgrade
+from rmsfleet.collector.enrollment import KeyProblem, NodeKeyRejected, SecretFile, hash_node_key, new_node_key
 from rmsfleet.collector.ingest import GroupCommitWriter, IngestFailed, IngestOverloaded, IngestStopped
 from rmsfleet.collector.metrics import CollectorMetrics
 from rmsfleet.collector.paging import BadPageToken, decode_token, encode_token, page_size
@@ -26,6 +27,7 @@ from rmsfleet.collector.reports import IncomingReport, Outcome
 from rmsfleet.collector.store import queries
 from rmsfleet.collector.store.aggregates_sql import compute_aggregates
 from rmsfleet.collector.store.evaluation_sql import load_fleet
+from rmsfleet.collector.store.identity_sql import save_node_key
 from rmsfleet.v1 import facts_pb2, inventory_pb2, inventory_pb2_grpc, query_pb2, query_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -56,10 +58,25 @@ def observed(method: str) -> Callable[[Callable[..., R]], Callable[..., R]]:
 
 
 class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
-    def __init__(self, writer: GroupCommitWriter, metrics: CollectorMetrics, clock: Clock) -> None:
+    """Report and Enroll. With `secrets` (an enrollment secret file) every report must carry the
+    node key of the host it claims; the writer checks keys per batch. Without, Enroll answers
+    UNIMPLEMENTED and node keys are ignored."""
+
+    def __init__(
+        self,
+        writer: GroupCommitWriter,
+        metrics: CollectorMetrics,
+        clock: Clock,
+        secrets: SecretFile | None = None,
+        sessions: sessionmaker[Session] | None = None,
+    ) -> None:
+        if secrets is not None and sessions is None:
+            raise ValueError("enrollment needs the database sessions")
         self.writer = writer
         self.metrics = metrics
         self.clock = clock
+        self.secrets = secrets
+        self.sessions = sessions
 
     @observed("Report")
     def Report(
@@ -70,9 +87,14 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
         except InvalidFacts as exc:
             self.metrics.reports.labels(outcome=Outcome.INVALID.value).inc()
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{exc.field}: expected {exc.reason}")
+        key_hash: str | None = None
+        if self.secrets is not None:
+            if not request.node_key:
+                self._refuse_key(context, NodeKeyRejected(facts.host_id, KeyProblem.MISSING))
+            key_hash = hash_node_key(request.node_key)
         report = IncomingReport(facts, observed_at, sequence, agent_version, received_at=self.clock())
         try:
-            future = self.writer.submit(report)
+            future = self.writer.submit(report, key_hash)
         except IngestOverloaded as exc:
             self.metrics.reports.labels(outcome=Outcome.REFUSED.value).inc()
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
@@ -82,6 +104,8 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
         remaining = context.time_remaining()
         try:
             result = future.result(timeout=DEFAULT_ACK_WAIT if remaining is None else max(remaining, 0.0))
+        except NodeKeyRejected as exc:
+            self._refuse_key(context, exc)
         except IngestFailed as exc:
             self.metrics.reports.labels(outcome=Outcome.ERROR.value).inc()
             context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
@@ -94,11 +118,48 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
             applied=result.outcome is Outcome.APPLIED, acknowledged_sequence=result.sequence
         )
 
+    def _refuse_key(self, context: grpc.ServicerContext, refusal: NodeKeyRejected) -> None:
+        self.metrics.reports.labels(outcome=Outcome.REFUSED.value).inc()
+        code = grpc.StatusCode.PERMISSION_DENIED if refusal.problem.authenticated else grpc.StatusCode.UNAUTHENTICATED
+        log.warning("refused a report from %s: %s: %s", context.peer(), code.name, refusal.message)
+        context.abort(code, refusal.message)
+
     @observed("Enroll")
     def Enroll(
         self, request: inventory_pb2.EnrollRequest, context: grpc.ServicerContext
     ) -> inventory_pb2.EnrollResponse:
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, "this collector runs without enrollment")
+        if self.secrets is None or self.sessions is None:
+            context.abort(
+                grpc.StatusCode.UNIMPLEMENTED,
+                "this collector runs without enrollment (no --enroll-secret-file): send reports without a node key",
+            )
+        host_id = request.host_id.strip()
+        if not host_id or len(host_id) > MAX_ID_LENGTH or host_id != request.host_id:
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"host_id: expected a non-empty id of at most {MAX_ID_LENGTH} characters without surrounding spaces",
+            )
+        if not self.secrets.accepts(request.enroll_secret):
+            log.warning(
+                "refused the enrollment of host %s from %s: the enrollment secret is not one of those in %s",
+                host_id,
+                context.peer(),
+                self.secrets.path,
+            )
+            context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "the enrollment secret is not accepted by this collector",
+            )
+        key = new_node_key()
+        try:
+            with self.sessions.begin() as session:
+                save_node_key(session, host_id, hash_node_key(key), self.clock())
+        except SQLAlchemyError as exc:
+            self.metrics.database_errors.labels(operation="enroll").inc()
+            log.error("enrollment of host %s failed: %s", host_id, str(exc).splitlines()[0])
+            context.abort(grpc.StatusCode.UNAVAILABLE, "the database is not available")
+        log.info("enrolled host %s from %s (a new node key replaces any earlier one)", host_id, context.peer())
+        return inventory_pb2.EnrollResponse(node_key=key)
 
 
 def _stamp(moment: datetime | None) -> Any:

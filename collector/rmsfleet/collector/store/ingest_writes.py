@@ -59,7 +59,7 @@ def apply_reports(session: Session, reports: Sequence[IncomingReport]) -> list[A
             "agent_version": report.agent_version,
         }
         if known is None:
-            inserts[host_id] = {**state, "first_seen": report.received_at, "node_key_hash": None}
+            inserts[host_id] = {**state, "first_seen": report.received_at}
         elif host_id in inserts:
             inserts[host_id].update(state)
         else:

@@ -52,8 +52,6 @@ class HostRow(FactColumns, Base):
     observed_at: Mapped[datetime] = mapped_column(Timestamp)
     last_sequence: Mapped[int] = mapped_column(BigInteger)
     agent_version: Mapped[str] = mapped_column(String(64))
-    # Only a hash of the node key is kept: a stolen database does not let anyone report as a host.
-    node_key_hash: Mapped[str | None] = mapped_column(String(128))
 
     __table_args__ = (
         Index("ix_hosts_server_cluster", "server_cluster"),
@@ -77,6 +75,23 @@ class HostHistoryRow(FactColumns, Base):
         Index("ix_host_history_host_id_changed_at", "host_id", "changed_at"),
         Index("ix_host_history_server_version", "server_version"),
     )
+
+
+class NodeKeyRow(Base):
+    """A host's node key from enrollment (docs/security.md). Kept apart from `hosts` because a host
+    enrolls before its first report: there is no host row yet, and a placeholder host would show
+    up in queries and policies.
+
+    Only a hash of the key is stored: a copy of the database does not let anyone report as a host.
+    One key per host; enrolling again replaces it (and clears `revoked_at`)."""
+
+    __tablename__ = "node_keys"
+
+    host_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    # "sha256:" + 64 hex digits; the prefix names the scheme so it can change without a guess.
+    key_hash: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    revoked_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
 
 class ViolationRow(Base):

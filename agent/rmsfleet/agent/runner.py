@@ -1,0 +1,329 @@
+"""The agent's run loop: probe -> outbox -> collector, with enrollment, retries and fail-over.
+
+Every report goes into the durable outbox before it is sent and leaves it only when a collector
+acknowledges it (or refuses it for good: then it is set aside, never retried). Pending reports
+go out oldest first, so the collector sees every change in order.
+
+What each failure does (backoff.classify_status):
+- RETRY (UNAVAILABLE, DEADLINE_EXCEEDED, ...): the report stays; the next collector address is
+  tried at once; when every address failed in a row, wait Backoff.next_delay() and go round again.
+- REENROLL (UNAUTHENTICATED): forget the node key, enroll again with the enrollment secret, send
+  again. Without a secret the report stays and the agent says what to configure.
+- REFUSED (INVALID_ARGUMENT, PERMISSION_DENIED, ...): set the report aside with the collector's
+  reason, log it, go on with the next.
+
+`run_once` makes one pass (each address at most once per report) and returns an exit code;
+`run_forever` probes every interval until `stop` is set. Both leave unsent reports in the outbox.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rmsfleet.agent import __version__
+from rmsfleet.agent.backoff import Backoff, Outcome, classify_status, jittered_interval
+from rmsfleet.agent.config import AgentConfig
+from rmsfleet.agent.outbox import Outbox, OutboxEntry
+from rmsfleet.agent.probe import Probe, ProbeError
+from rmsfleet.agent.transport import Link, RpcFailure, Stopped
+from rmsfleet.agent.wire import report_request
+
+log = logging.getLogger("rmsfleet.agent")
+
+EXIT_OK = 0
+EXIT_STOPPED = 1
+EXIT_CONFIG = 2  # a bad facts file, probe or configuration
+EXIT_UNREACHABLE = 3
+EXIT_REFUSED = 4
+EXIT_ENROLLMENT = 5
+
+
+class SecretFileError(Exception):
+    """The agent's enrollment secret file cannot be used; one line."""
+
+
+def read_enroll_secret(path: Path) -> str:
+    """The enrollment secret: the first line of the file that is not blank or a `#` comment."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SecretFileError(
+            f"enroll secret_file {path}: cannot read: {getattr(exc, 'strerror', None) or exc}"
+        ) from None
+    for line in text.splitlines():
+        if line.strip() and not line.strip().startswith("#"):
+            return line.strip()
+    raise SecretFileError(f"enroll secret_file {path}: holds no secret (one line, not starting with #)")
+
+
+class Problem(enum.Enum):
+    UNREACHABLE = "unreachable"  # retryable: wait and try again
+    NEEDS_ENROLLMENT = "needs-enrollment"  # the collector wants a node key and we cannot get one
+    ENROLLMENT_REFUSED = "enrollment-refused"  # the collector refused the enrollment secret
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    problem: Problem
+    message: str
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_UNREACHABLE if self.problem is Problem.UNREACHABLE else EXIT_ENROLLMENT
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A report the collector refused for good (set aside)."""
+
+    sequence: int
+    address: str
+    reason: str
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Runner:
+    def __init__(
+        self,
+        config: AgentConfig,
+        probe: Probe,
+        outbox: Outbox,
+        links: Sequence[Link],
+        stop: threading.Event,
+        *,
+        rng: random.Random | None = None,
+        clock: Callable[[], datetime] = _utc_now,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not links:
+            raise ValueError("the runner needs at least one collector link")
+        self.config = config
+        self.probe = probe
+        self.outbox = outbox
+        self.links = list(links)
+        self.stop = stop
+        self._rng = rng if rng is not None else random.Random()
+        self._clock = clock
+        self._monotonic = monotonic
+        # Start at a random address so a fleet spreads over the replicas it is given.
+        self._index = self._rng.randrange(len(self.links))
+        self.backoff = Backoff(
+            config.sender.initial_backoff,
+            config.sender.max_backoff,
+            config.sender.backoff_multiplier,
+            config.jitter,
+            self._rng,
+        )
+        self.refusals: list[Refusal] = []
+        self._without_enrollment_noted = False
+
+    @property
+    def link(self) -> Link:
+        return self.links[self._index]
+
+    def _fail_over(self) -> None:
+        self._index = (self._index + 1) % len(self.links)
+
+    # --- one report ---------------------------------------------------------------------------
+
+    def observe(self) -> OutboxEntry:
+        """Read the facts and put them in the outbox. Raises ProbeError."""
+        facts = self.probe.read()
+        before = self.outbox.pending_count()
+        entry = self.outbox.put(facts, self._clock())
+        if self.outbox.pending_count() > before:
+            log.debug("queued report %d for %s", entry.sequence, facts.host_id)
+        return entry
+
+    def _node_key(self, host_id: str) -> str | Failure:
+        """The node key to send for `host_id`: the stored one, or a fresh one from enrolling when
+        an enrollment secret is configured and no key for this host is stored ("" = none)."""
+        key = self.outbox.node_key()
+        if self.config.enroll_secret_file is None:
+            return key or ""
+        if key and self.outbox.node_key_host() in (None, host_id):
+            return key
+        try:
+            secret = read_enroll_secret(self.config.enroll_secret_file)
+        except SecretFileError as exc:
+            return Failure(Problem.NEEDS_ENROLLMENT, str(exc))
+        link = self.link
+        try:
+            key = link.enroll(host_id, secret, self.stop)
+        except RpcFailure as failure:
+            if failure.code == "UNIMPLEMENTED":
+                if not self._without_enrollment_noted:
+                    log.info(
+                        "the collector at %s runs without enrollment (%s): reporting without a node key",
+                        link.address,
+                        failure.details,
+                    )
+                    self._without_enrollment_noted = True
+                return ""
+            if failure.code in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+                return Failure(
+                    Problem.ENROLLMENT_REFUSED,
+                    f"the collector at {link.address} refused the enrollment secret from "
+                    f"{self.config.enroll_secret_file} ({failure}): put a secret the collector accepts in that file",
+                )
+            if classify_status(failure.code) is Outcome.RETRY:
+                return Failure(
+                    Problem.UNREACHABLE,
+                    f"cannot reach the collector at {link.address} to enroll: {link.explain(failure)}",
+                )
+            return Failure(
+                Problem.ENROLLMENT_REFUSED,
+                f"the collector at {link.address} refused to enroll host {host_id}: {failure}",
+            )
+        self.outbox.save_node_key(key, host_id)
+        log.info("enrolled host %s with the collector at %s", host_id, link.address)
+        return key
+
+    def deliver(self, entry: OutboxEntry, *, reenrolled: bool = False) -> Failure | None:
+        """Send one pending report. None: it left the outbox (acknowledged, or refused and set
+        aside). A Failure: it stays. Raises Stopped."""
+        host_id = entry.facts.host_id
+        key = self._node_key(host_id)
+        if isinstance(key, Failure):
+            return key
+        link = self.link
+        request = report_request(entry.facts, entry.observed_at, entry.sequence, __version__, key)
+        try:
+            response = link.report(request, self.stop)
+        except RpcFailure as failure:
+            outcome = classify_status(failure.code)
+            if outcome is Outcome.REENROLL:
+                if self.config.enroll_secret_file is None:
+                    return Failure(
+                        Problem.NEEDS_ENROLLMENT,
+                        f"the collector at {link.address} requires enrollment ({failure}): configure the enrollment "
+                        "secret (--enroll-secret-file FILE, or [enroll] secret_file)",
+                    )
+                if reenrolled:
+                    # A key fresh from enrolling was refused too: not something to loop on.
+                    return Failure(
+                        Problem.UNREACHABLE, f"the collector at {link.address} refused a fresh node key: {failure}"
+                    )
+                log.warning("the collector at %s refused the node key (%s): enrolling again", link.address, failure)
+                self.outbox.clear_node_key()
+                return self.deliver(entry, reenrolled=True)
+            if outcome is Outcome.REFUSED:
+                reason = str(failure)
+                log.error(
+                    "the collector at %s refused report %d for host %s: %s; it is set aside and not sent again",
+                    link.address,
+                    entry.sequence,
+                    host_id,
+                    reason,
+                )
+                self.outbox.set_aside(entry.sequence, reason)
+                self.refusals.append(Refusal(entry.sequence, link.address, reason))
+                return None
+            return Failure(
+                Problem.UNREACHABLE, f"cannot reach the collector at {link.address}: {link.explain(failure)}"
+            )
+        self.outbox.ack(entry.sequence)
+        self.backoff.reset()
+        log.info(
+            "reported %s (sequence %d) to %s: %s",
+            host_id,
+            entry.sequence,
+            link.address,
+            "applied" if response.applied else "already applied",
+        )
+        return None
+
+    def drain(self) -> Failure | None:
+        """Send pending reports, oldest first, until none is left (None) or one cannot be sent
+        now (its Failure). Retryable failures move to the next address at once; only when every
+        address failed in a row does this give up. Raises Stopped."""
+        failed_in_a_row = 0
+        while not self.stop.is_set():
+            pending = self.outbox.pending()
+            if not pending:
+                return None
+            failure = self.deliver(pending[0])
+            if failure is None:
+                failed_in_a_row = 0
+                continue
+            if failure.problem is not Problem.UNREACHABLE:
+                return failure
+            failed_in_a_row += 1
+            self._fail_over()
+            if failed_in_a_row >= len(self.links):
+                return failure
+            log.warning("%s; trying %s", failure.message, self.link.address)
+        raise Stopped()
+
+    # --- the two modes ------------------------------------------------------------------------
+
+    def run_once(self) -> tuple[int, str | None]:
+        """Read, queue, send everything pending. Returns (exit code, the one line to print on
+        failure). The report made now must be acknowledged for exit 0."""
+        try:
+            entry = self.observe()
+        except ProbeError as exc:
+            return EXIT_CONFIG, str(exc)
+        try:
+            failure = self.drain()
+        except Stopped:
+            return EXIT_STOPPED, "stopped before the collector acknowledged the report"
+        if failure is not None:
+            return failure.exit_code, failure.message
+        for refusal in self.refusals:
+            if refusal.sequence == entry.sequence:
+                return EXIT_REFUSED, f"the collector at {refusal.address} refused the report: {refusal.reason}"
+        return EXIT_OK, None
+
+    def run_forever(self) -> int:
+        """Probe every interval (jittered), send, back off on failures; until `stop` is set.
+        Returns 0: stopping is not a failure, and unsent reports stay in the outbox."""
+        next_probe = self._monotonic()
+        interval = self.config.interval_seconds
+        try:
+            while not self.stop.is_set():
+                if self._monotonic() >= next_probe:
+                    try:
+                        self.observe()
+                    except ProbeError as exc:
+                        log.error("cannot read this host's facts: %s", exc)
+                    next_probe = self._monotonic() + jittered_interval(interval, self.config.jitter, self._rng)
+                failure = self.drain()
+                if failure is None:
+                    self.stop.wait(max(0.0, next_probe - self._monotonic()))
+                    continue
+                if failure.problem is Problem.UNREACHABLE:
+                    delay = self.backoff.next_delay()
+                    log.warning(
+                        "%s; %d report(s) kept in the outbox, next attempt in %.1f s",
+                        failure.message,
+                        self.outbox.pending_count(),
+                        delay,
+                    )
+                else:
+                    # Enrollment problems need an operator; retry slowly meanwhile (the secret
+                    # file is read again on each attempt).
+                    delay = self.config.sender.max_backoff
+                    log.error(
+                        "%s; %d report(s) kept in the outbox, next attempt in %.1f s",
+                        failure.message,
+                        self.outbox.pending_count(),
+                        delay,
+                    )
+                self.stop.wait(delay)
+        except Stopped:
+            pass
+        pending = self.outbox.pending_count()
+        log.info("stopped%s", f"; {pending} report(s) kept in the outbox for the next start" if pending else "")
+        return EXIT_OK
