@@ -1,17 +1,25 @@
-"""Throwaway PKI for TLS tests: a CA, server and client certificates made with `cryptography`,
-written as PEM files. Nothing here is fit for production (short keys lifetimes, no CRLs)."""
+"""Throwaway PKI for TLS tests: CAs, server and client certificates made with `cryptography`,
+written as PEM files (nothing here is fit for production: one-day lifetimes, no revocation),
+and a collector process that serves TLS."""
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
+import os
+import subprocess
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from processes import READY, Collector, command
 
 
 @dataclass(frozen=True)
@@ -109,3 +117,100 @@ class Authority:
         )
         issued.key.chmod(0o600)
         return issued
+
+
+# --- a collector that speaks TLS ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pki:
+    """A CA, the collector's certificate (for localhost and 127.0.0.1), an agent's client
+    certificate from the same CA, and a second, unrelated CA."""
+
+    ca: Authority
+    server: Issued
+    client: Issued
+    other_ca: Authority
+    stranger: Issued  # a client certificate from the other CA
+
+
+def make_pki(folder: Path) -> Pki:
+    ca = Authority.create(folder, "fleet")
+    other = Authority.create(folder, "other")
+    return Pki(
+        ca=ca,
+        server=ca.issue("collector", server=True),
+        client=ca.issue("agent", server=False),
+        other_ca=other,
+        stranger=other.issue("stranger", server=False),
+    )
+
+
+def tls_args(pki: Pki, *, mutual: bool = False) -> list[str]:
+    args = ["--tls-cert", str(pki.server.cert), "--tls-key", str(pki.server.key)]
+    if mutual:
+        args += ["--tls-client-ca", str(pki.ca.cert)]
+    return args
+
+
+def start_tls_collector(
+    tmp: Path, db_url: str, pki: Pki, extra: Sequence[str] = (), *, mutual: bool = False, name: str = "collector"
+) -> Collector:
+    """`rmsfleet-collector serve` with TLS (and client certificates when `mutual`), waited for
+    with a TLS health check."""
+    log_path = tmp / f"{name}.log"
+    process = subprocess.Popen(
+        [
+            command("rmsfleet-collector"),
+            "serve",
+            "--db",
+            db_url,
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--refresh-interval",
+            "0.5",
+            *tls_args(pki, mutual=mutual),
+            *extra,
+        ],
+        stdout=log_path.open("w"),
+        stderr=subprocess.STDOUT,
+        text=True,
+        # gRPC's own log (handshake failures) at its default verbosity, whatever the caller's.
+        env={k: v for k, v in os.environ.items() if k != "GRPC_VERBOSITY"},
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        match = READY.search(log_path.read_text())
+        if match:
+            collector = Collector(
+                process, f"127.0.0.1:{match.group(1)}", f"http://{match.group(2)}:{match.group(3)}/metrics", log_path
+            )
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=pki.ca.cert.read_bytes(),
+                private_key=pki.client.key.read_bytes() if mutual else None,
+                certificate_chain=pki.client.cert.read_bytes() if mutual else None,
+            )
+            _wait_serving_tls(collector.address, credentials)
+            return collector
+        if process.poll() is not None:
+            raise AssertionError(f"collector exited with {process.returncode}:\n{log_path.read_text()}")
+        time.sleep(0.1)
+    process.kill()
+    raise AssertionError(f"collector did not start:\n{log_path.read_text()}")
+
+
+def _wait_serving_tls(address: str, credentials: grpc.ChannelCredentials, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    with grpc.secure_channel(address, credentials) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            try:
+                response = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if response.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.1)
+    raise AssertionError(f"collector at {address} never reported SERVING over TLS")

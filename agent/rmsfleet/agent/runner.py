@@ -116,8 +116,10 @@ class Runner:
         self._rng = rng if rng is not None else random.Random()
         self._clock = clock
         self._monotonic = monotonic
-        # Start at a random address so a fleet spreads over the replicas it is given.
-        self._index = self._rng.randrange(len(self.links))
+        # The first address is the preferred one; a retryable failure moves on to the next (round
+        # robin), and the agent stays with whichever answers. To spread a fleet over replicas,
+        # give hosts the addresses in different orders, or one address behind a load balancer.
+        self._index = 0
         self.backoff = Backoff(
             config.sender.initial_backoff,
             config.sender.max_backoff,
@@ -268,6 +270,17 @@ class Runner:
 
     # --- the two modes ------------------------------------------------------------------------
 
+    def _sleep(self, seconds: float) -> None:
+        """Wait until `seconds` passed or `stop` is set, waking twice a second: a signal the
+        kernel hands to another thread runs its Python handler only when the main thread gets
+        control again."""
+        deadline = self._monotonic() + seconds
+        while not self.stop.is_set():
+            left = deadline - self._monotonic()
+            if left <= 0:
+                return
+            self.stop.wait(min(left, 0.5))
+
     def run_once(self) -> tuple[int, str | None]:
         """Read, queue, send everything pending. Returns (exit code, the one line to print on
         failure). The report made now must be acknowledged for exit 0."""
@@ -301,7 +314,7 @@ class Runner:
                     next_probe = self._monotonic() + jittered_interval(interval, self.config.jitter, self._rng)
                 failure = self.drain()
                 if failure is None:
-                    self.stop.wait(max(0.0, next_probe - self._monotonic()))
+                    self._sleep(max(0.0, next_probe - self._monotonic()))
                     continue
                 if failure.problem is Problem.UNREACHABLE:
                     delay = self.backoff.next_delay()
@@ -321,7 +334,7 @@ class Runner:
                         self.outbox.pending_count(),
                         delay,
                     )
-                self.stop.wait(delay)
+                self._sleep(delay)
         except Stopped:
             pass
         pending = self.outbox.pending_count()

@@ -191,6 +191,9 @@ def serve(config: ServeConfig) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    stop.wait()
+    # Wake up now and then: a signal that the kernel hands to another thread runs its Python
+    # handler only when the main thread next gets control, which an endless wait() never gives.
+    while not stop.wait(0.5):
+        pass
     running.stop(config.grace_seconds)
     log.info("stopped")

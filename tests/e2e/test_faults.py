@@ -1,0 +1,615 @@
+"""Faults with real processes: every report an agent makes is stored exactly once.
+
+Each agent runs in loop mode with its own state directory (a TOML config with short backoff) and
+a facts file the test rewrites: the host name carries a version number, so every rewrite is a
+change of facts the collector's history must show exactly once, in order. A change is written
+only after the agent has observed the previous one (it is in the agent's outbox or already in the
+database), so no change is skipped by the agent itself. At the end a last `--once` run drains the
+outbox, and then:
+- the history of each host is exactly the changes written, in order, each once;
+- each host's `last_sequence` is the last sequence its outbox handed out, and the outbox is empty.
+
+Faults: (a) the collector is down when the agents start; (b) it is SIGKILLed while agents send and
+restarted on the same database and port; (c) PostgreSQL goes away behind a TCP proxy and comes
+back, the collector staying up; (d) an agent is SIGKILLed mid-send, before and after the
+collector committed, and restarted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import select
+import signal
+import socket
+import sqlite3
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy
+from processes import Collector, command, metric_value, start_collector, wait_for
+from sqlalchemy.engine import make_url
+
+pytestmark = pytest.mark.e2e
+
+FOREST = "corp.example"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+# --- the database, read directly ---------------------------------------------------------------
+
+
+class Store:
+    """Reads the collector's database directly (never through the collector under test)."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+
+    def history(self, host_id: str) -> list[tuple[str, int]]:
+        with self.engine.connect() as connection:
+            try:
+                rows = connection.execute(
+                    sqlalchemy.text("SELECT hostname, sequence FROM host_history WHERE host_id = :h ORDER BY id"),
+                    {"h": host_id},
+                ).all()
+            except sqlalchemy.exc.OperationalError:
+                return []  # the collector has not created the schema yet
+        return [(str(r[0]), int(r[1])) for r in rows]
+
+    def host(self, host_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as connection:
+            row = connection.execute(
+                sqlalchemy.text("SELECT hostname, last_sequence FROM hosts WHERE host_id = :h"), {"h": host_id}
+            ).first()
+        return None if row is None else {"hostname": row[0], "last_sequence": int(row[1])}
+
+    def host_count(self) -> int:
+        with self.engine.connect() as connection:
+            return int(connection.execute(sqlalchemy.text("SELECT count(*) FROM hosts")).scalar_one())
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+# --- agents ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Agent:
+    """One host: its facts file, its state directory, its TOML config and (when running) its
+    loop-mode process, whose stderr goes to a log file."""
+
+    host_id: str
+    folder: Path
+    collectors: list[str]
+    deadline: float = 5.0
+    version: int = 0
+    process: subprocess.Popen[str] | None = None
+    runs: int = 0
+    written: list[str] = field(default_factory=list)
+
+    @property
+    def facts(self) -> Path:
+        return self.folder / "facts.json"
+
+    @property
+    def state(self) -> Path:
+        return self.folder / "state"
+
+    @property
+    def config(self) -> Path:
+        return self.folder / "agent.toml"
+
+    @property
+    def log_path(self) -> Path:
+        return self.folder / f"agent-{self.runs}.log"
+
+    def hostname(self, version: int) -> str:
+        return f"{self.host_id}-v{version}.{FOREST}"
+
+    def write_config(self) -> None:
+        collectors = ", ".join(json.dumps(c) for c in self.collectors)
+        self.config.write_text(
+            f"""
+[agent]
+collectors = [{collectors}]
+interval_seconds = 0.2
+jitter = 0
+state_dir = "state"
+facts_file = "facts.json"
+
+[sender]
+initial_backoff = 0.1
+max_backoff = 0.5
+backoff_multiplier = 1.5
+rpc_deadline_seconds = {self.deadline}
+"""
+        )
+
+    def change(self) -> str:
+        """Write the next version of the facts: a change the history must show once."""
+        self.version += 1
+        hostname = self.hostname(self.version)
+        document = {
+            "host_id": self.host_id,
+            "hostname": hostname,
+            "forest": FOREST,
+            "client": {"version": "SP2", "activation": "self", "cluster": None},
+        }
+        tmp = self.facts.with_suffix(".tmp")
+        tmp.write_text(json.dumps(document))
+        tmp.replace(self.facts)  # atomic: the agent never reads half a file
+        self.written.append(hostname)
+        return hostname
+
+    def start(self) -> None:
+        self.write_config()
+        self.runs += 1
+        log = self.log_path.open("w")
+        self.process = subprocess.Popen(
+            [command("rmsfleet-agent"), "--config", str(self.config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=self.folder,
+        )
+
+    def log(self) -> str:
+        return "".join(p.read_text() for p in sorted(self.folder.glob("agent-*.log")))
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.process is not None
+        self.process.send_signal(sig)
+        code = self.process.wait(20)
+        self.process = None
+        return code
+
+    def pending(self) -> list[tuple[int, str]]:
+        """(sequence, hostname) of the reports waiting in the agent's outbox."""
+        path = self.state / "outbox.sqlite3"
+        if not path.exists():
+            return []
+        with sqlite3.connect(path, timeout=10) as db:
+            try:
+                rows = db.execute("SELECT sequence, facts FROM pending ORDER BY sequence").fetchall()
+            except sqlite3.OperationalError:
+                return []
+        return [(int(r[0]), json.loads(r[1])["hostname"]) for r in rows]
+
+    def next_sequence(self) -> int:
+        with sqlite3.connect(self.state / "outbox.sqlite3", timeout=10) as db:
+            return int(db.execute("SELECT value FROM meta WHERE key = 'next_sequence'").fetchone()[0])
+
+    def observed(self, store: Store, hostname: str) -> bool:
+        """The agent has taken `hostname` in: pending in its outbox, or stored by the collector."""
+        return any(h == hostname for _s, h in self.pending()) or any(
+            h == hostname for h, _s in store.history(self.host_id)
+        )
+
+    def drain_once(self) -> subprocess.CompletedProcess[str]:
+        """A last `--once` run on the same state: sends what is pending, exit 0 when acknowledged."""
+        self.write_config()
+        return subprocess.run(
+            [command("rmsfleet-agent"), "--config", str(self.config), "--once"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            cwd=self.folder,
+        )
+
+
+def make_agents(tmp: Path, collectors: list[str], count: int = 3, deadline: float = 5.0) -> list[Agent]:
+    agents = []
+    for index in range(count):
+        folder = tmp / f"agent{index}"
+        folder.mkdir()
+        agent = Agent(f"fault-{index:02}", folder, collectors, deadline)
+        agent.change()
+        agents.append(agent)
+    return agents
+
+
+def change_all(agents: list[Agent], store: Store) -> None:
+    """Each agent: wait until it observed its current facts, then write the next change."""
+    for agent in agents:
+        current = agent.written[-1]
+        wait_for(lambda a=agent, h=current: a.observed(store, h), what=f"{agent.host_id} to observe {current}")
+        agent.change()
+
+
+def wait_stored(agents: list[Agent], store: Store, timeout: float = 20) -> None:
+    for agent in agents:
+        latest = agent.written[-1]
+        wait_for(
+            lambda a=agent, h=latest: any(name == h for name, _s in store.history(a.host_id)),
+            timeout=timeout,
+            what=f"{agent.host_id}'s {latest} in the database",
+        )
+
+
+def finish_and_verify(agents: list[Agent], store: Store) -> None:
+    """Stop the loops cleanly, drain with --once, and check that each change arrived once, in
+    order, and that the last sequence handed out is the host's last_sequence."""
+    for agent in agents:
+        if agent.process is not None:
+            code = agent.stop()
+            assert code == 0, agent.log()
+        assert "Traceback" not in agent.log(), agent.log()
+    for agent in agents:
+        done = agent.drain_once()
+        assert done.returncode == 0, done.stderr
+        assert agent.pending() == []
+        history = store.history(agent.host_id)
+        assert [name for name, _s in history] == agent.written, (history, agent.written)
+        sequences = [s for _n, s in history]
+        assert sequences == sorted(set(sequences)), sequences
+        host = store.host(agent.host_id)
+        assert host is not None
+        assert host["hostname"] == agent.written[-1]
+        assert host["last_sequence"] == agent.next_sequence() - 1
+    assert store.host_count() == len(agents)
+
+
+@pytest.fixture
+def agents_cleanup() -> Iterator[list[Agent]]:
+    started: list[Agent] = []
+    yield started
+    for agent in started:
+        if agent.process is not None and agent.process.poll() is None:
+            agent.process.kill()
+            agent.process.wait(10)
+
+
+# --- a TCP proxy the test can cut, or make swallow one direction --------------------------------
+
+
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+# Frames that carry a call (HEADERS, DATA, CONTINUATION): the ones `swallow` drops. SETTINGS,
+# PING, WINDOW_UPDATE and the rest pass, so the connection itself stays up.
+CALL_FRAMES = {0x0, 0x1, 0x9}
+
+
+class _Frames:
+    """Cuts one direction of an HTTP/2 connection into frames, to drop the calls' frames."""
+
+    def __init__(self, client_side: bool) -> None:
+        self.buffer = b""
+        self.preface = len(HTTP2_PREFACE) if client_side else 0
+
+    def feed(self, data: bytes, drop_calls: bool) -> tuple[bytes, int]:
+        """(bytes to forward, bytes dropped)."""
+        self.buffer += data
+        out = b""
+        dropped = 0
+        if self.preface:
+            take = self.buffer[: self.preface]
+            out += take
+            self.buffer = self.buffer[len(take) :]
+            self.preface -= len(take)
+        while len(self.buffer) >= 9:
+            length = int.from_bytes(self.buffer[0:3], "big")
+            if len(self.buffer) < 9 + length:
+                break
+            frame, self.buffer = self.buffer[: 9 + length], self.buffer[9 + length :]
+            stream = int.from_bytes(frame[5:9], "big") & 0x7FFFFFFF
+            if drop_calls and stream != 0 and frame[3] in CALL_FRAMES:
+                dropped += len(frame)
+            else:
+                out += frame
+        return out, dropped
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:port to a target. `cut()` closes every connection and stops listening
+    (connections are refused); `restore()` listens again on the same port.
+
+    For gRPC (`http2=True`), `swallow("requests")` or `swallow("answers")` drops the frames of
+    calls going one way while the connection stays up, so a call hangs with its request (or its
+    answer) lost; `reset()` closes every connection and forwards normally again."""
+
+    def __init__(self, target: tuple[str, int], *, http2: bool = False) -> None:
+        self.target = target
+        self.http2 = http2
+        self.port = free_port()
+        self.swallowing: str | None = None
+        self.swallowed = {"requests": 0, "answers": 0}
+        self._lock = threading.Lock()
+        self._sockets: set[socket.socket] = set()
+        self._listener: socket.socket | None = None
+        self.restore()
+
+    def restore(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            if listener is not self._listener:  # accepted as the proxy was cut
+                client.close()
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._sockets |= {client, upstream}
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+
+    def _pump(self, client: socket.socket, upstream: socket.socket) -> None:
+        ends = {client: (upstream, "requests", _Frames(True)), upstream: (client, "answers", _Frames(False))}
+        try:
+            while True:
+                readable, _, _ = select.select(list(ends), [], [], 0.5)
+                for source in readable:
+                    data = source.recv(65536)
+                    if not data:
+                        return
+                    target, direction, frames = ends[source]
+                    if self.http2:
+                        data, dropped = frames.feed(data, self.swallowing == direction)
+                        if dropped:
+                            with self._lock:
+                                self.swallowed[direction] += dropped
+                    if data:
+                        target.sendall(data)
+        except (OSError, ValueError):
+            return
+        finally:
+            for end in (client, upstream):
+                self._close(end)
+
+    def _close(self, end: socket.socket) -> None:
+        with self._lock:
+            self._sockets.discard(end)
+        with contextlib.suppress(OSError):
+            end.shutdown(socket.SHUT_RDWR)
+        end.close()
+
+    def _close_all(self) -> None:
+        with self._lock:
+            ends = list(self._sockets)
+        for end in ends:
+            self._close(end)
+
+    def cut(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            # Wakes the thread blocked in accept(); close() alone would leave the socket listening
+            # until that accept() returns.
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
+            listener.close()
+        self._close_all()
+
+    def swallow(self, direction: str) -> None:
+        assert self.http2 and direction in ("requests", "answers")
+        with self._lock:
+            self.swallowed = {"requests": 0, "answers": 0}
+        self.swallowing = direction
+
+    def reset(self) -> None:
+        self.swallowing = None
+        self._close_all()
+
+    def close(self) -> None:
+        self.cut()
+
+
+# --- the faults --------------------------------------------------------------------------------
+
+
+def test_a_collector_that_is_down_when_agents_start_gets_every_report_once_it_is_up(
+    tmp_path: Path, sqlite_url: str, agents_cleanup: list[Agent]
+) -> None:
+    """(a) Agents start against a collector that is not there yet: reports (three changes each)
+    wait in their outboxes, and all arrive, once each, when the collector comes up."""
+    port = free_port()
+    agents = make_agents(tmp_path, [f"127.0.0.1:{port}"])
+    agents_cleanup.extend(agents)
+    store = Store(sqlite_url)
+    for agent in agents:
+        agent.start()
+    try:
+        change_all(agents, store)
+        change_all(agents, store)
+        for agent in agents:
+            wait_for(
+                lambda a=agent: [h for _s, h in a.pending()] == a.written,
+                what=f"{agent.host_id}'s three changes waiting in its outbox",
+            )
+            wait_for(lambda a=agent: "cannot reach the collector" in a.log(), what="the agent to say why it waits")
+        collector = start_collector(tmp_path, sqlite_url, ["--listen", f"127.0.0.1:{port}"])
+        try:
+            wait_stored(agents, store)
+            change_all(agents, store)  # and one more change once the collector is up
+            wait_stored(agents, store)
+            finish_and_verify(agents, store)
+        finally:
+            assert collector.stop() == 0, collector.log()
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_a_collector_killed_while_agents_send_loses_and_duplicates_nothing(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest, agents_cleanup: list[Agent]
+) -> None:
+    """(b) SIGKILL the collector while agents report changes, report more changes while it is
+    down, restart it on the same database and port: every change stored once."""
+    db_url = str(request.getfixturevalue("sqlite_url" if backend == "sqlite" else "postgres_url"))
+    port = free_port()
+    listen = ["--listen", f"127.0.0.1:{port}"]
+    collector = start_collector(tmp_path, db_url, listen, name="collector-1")
+    store = Store(db_url)
+    agents = make_agents(tmp_path, [f"127.0.0.1:{port}"])
+    agents_cleanup.extend(agents)
+    restarted: Collector | None = None
+    try:
+        for agent in agents:
+            agent.start()
+        wait_stored(agents, store)
+        for agent in agents:
+            agent.change()
+        # No wait: the agents are sending this change (and heartbeats) when the collector dies.
+        collector.process.send_signal(signal.SIGKILL)
+        assert collector.process.wait(10) == -signal.SIGKILL
+        change_all(agents, store)
+        change_all(agents, store)
+        for agent in agents:
+            wait_for(lambda a=agent: "cannot reach the collector" in a.log(), what="the agent to notice the outage")
+        restarted = start_collector(tmp_path, db_url, listen, name="collector-2")
+        wait_stored(agents, store)
+        change_all(agents, store)
+        wait_stored(agents, store)
+        finish_and_verify(agents, store)
+    finally:
+        store.close()
+        if restarted is not None:
+            assert restarted.stop() == 0, restarted.log()
+        elif collector.process.poll() is None:
+            collector.stop()
+
+
+def test_the_collector_answers_unavailable_while_postgresql_is_away_and_recovers_without_a_restart(
+    tmp_path: Path, postgres_url: str, agents_cleanup: list[Agent]
+) -> None:
+    """(c) PostgreSQL becomes unreachable (a TCP proxy in front of it is cut): the collector
+    refuses reports with UNAVAILABLE and stays up; agents keep their reports; once the database
+    is back, everything arrives once, with no collector restart."""
+    url = make_url(postgres_url)
+    proxy = TcpProxy((url.host or "127.0.0.1", url.port or 5432))
+    proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    store = Store(postgres_url)
+    collector = start_collector(tmp_path, proxied)
+    agents = make_agents(tmp_path, [collector.address])
+    agents_cleanup.extend(agents)
+    try:
+        for agent in agents:
+            agent.start()
+        wait_stored(agents, store)
+        proxy.cut()
+        change_all(agents, store)
+        change_all(agents, store)
+        for agent in agents:
+            wait_for(
+                lambda a=agent: "UNAVAILABLE: the database did not accept the batch" in a.log(),
+                what=f"{agent.host_id} to be told the database is unavailable",
+            )
+            wait_for(lambda a=agent: len(a.pending()) >= 2, what=f"{agent.host_id}'s changes kept in its outbox")
+        assert "could not commit a batch" in collector.log()
+        assert collector.process.poll() is None
+        proxy.restore()
+        wait_stored(agents, store, timeout=30)
+        change_all(agents, store)
+        wait_stored(agents, store)
+        finish_and_verify(agents, store)
+        assert collector.process.poll() is None, "the collector must recover without a restart"
+        errors = metric_value(collector.metrics(), "rmsfleet_database_errors_total", operation="ingest")
+        assert errors is not None and errors >= 1
+    finally:
+        store.close()
+        collector.stop()
+        proxy.close()
+
+
+def test_an_agent_killed_mid_send_resends_and_nothing_is_lost_or_duplicated(
+    tmp_path: Path, sqlite_url: str, agents_cleanup: list[Agent]
+) -> None:
+    """(d) SIGKILL an agent while its report is in flight, twice: once before the collector got
+    it (the request is swallowed), once after the collector committed it (the answer is
+    swallowed). Restarted on the same state, the agent sends the report again: stored once."""
+    collector = start_collector(tmp_path, sqlite_url)
+    host, port = collector.address.rsplit(":", 1)
+    proxy = TcpProxy((host, int(port)), http2=True)
+    store = Store(sqlite_url)
+    (agent,) = make_agents(tmp_path, [f"127.0.0.1:{proxy.port}"], count=1, deadline=20)
+    agents_cleanup.append(agent)
+    try:
+        agent.start()
+        wait_stored([agent], store)
+
+        # 1. The request never reaches the collector.
+        assert agent.stop() == 0
+        changed = agent.change()
+        proxy.swallow("requests")
+        agent.start()
+        wait_for(lambda: any(h == changed for _s, h in agent.pending()), what="the change in the outbox")
+        wait_for(lambda: proxy.swallowed["requests"] > 0, what="the agent to send")
+        assert agent.process is not None
+        agent.process.kill()
+        agent.process.wait(10)
+        agent.process = None
+        assert not any(h == changed for h, _s in store.history(agent.host_id))
+        assert any(h == changed for _s, h in agent.pending())
+        proxy.reset()
+        agent.start()
+        wait_stored([agent], store)
+
+        # 2. The collector commits, the acknowledgement is lost.
+        assert agent.stop() == 0
+        changed = agent.change()
+        proxy.swallow("answers")
+        agent.start()
+        wait_stored([agent], store)
+        wait_for(lambda: proxy.swallowed["answers"] > 0, what="the acknowledgement to be lost")
+        ((in_flight, name),) = [(s, h) for s, h in agent.pending() if h == changed]
+        host_row = store.host(agent.host_id)
+        assert host_row is not None and host_row["last_sequence"] == in_flight
+        assert agent.process is not None
+        agent.process.kill()
+        agent.process.wait(10)
+        agent.process = None
+        proxy.reset()
+        agent.start()
+        # On restart the agent reads the same facts again: the outbox coalesces them into the
+        # pending report (a newer sequence), which is sent and applied without a history row.
+        wait_for(lambda: all(s != in_flight for s, _h in agent.pending()), what="the resent report to be acknowledged")
+        wait_for(lambda: (store.host(agent.host_id) or {}).get("last_sequence", 0) > in_flight, what="a newer sequence")
+        assert [h for h, _s in store.history(agent.host_id)].count(name) == 1
+
+        change_all([agent], store)
+        wait_stored([agent], store)
+        finish_and_verify([agent], store)
+    finally:
+        store.close()
+        proxy.close()
+        collector.stop()
+
+
+def test_sigterm_keeps_unsent_reports_for_the_next_start(tmp_path: Path, agents_cleanup: list[Agent]) -> None:
+    """An agent stopped (SIGTERM) during an outage exits 0 and keeps its reports on disk."""
+    port = free_port()
+    (agent,) = make_agents(tmp_path, [f"127.0.0.1:{port}"], count=1)
+    agents_cleanup.append(agent)
+    agent.start()
+    store = Store(f"sqlite:///{tmp_path / 'unused.db'}")
+    try:
+        change_all([agent], store)
+        wait_for(lambda: len(agent.pending()) == 2, what="two changes in the outbox")
+        assert agent.stop(signal.SIGTERM) == 0
+        assert "2 report(s) kept in the outbox for the next start" in agent.log()
+        assert [h for _s, h in agent.pending()] == agent.written
+        assert (agent.state / "outbox.sqlite3").stat().st_mode & 0o077 == 0
+    finally:
+        store.close()
