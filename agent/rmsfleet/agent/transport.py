@@ -167,7 +167,7 @@ class GrpcLink:
                 f"the collector's TLS certificate is not trusted: it is not signed by a CA in {ca} "
                 f"(tls ca_file / --tls-ca), or it has expired ({text})"
             )
-        if "not in peer certificate" in details or "Peer name" in details:
+        if any(sign in details for sign in ("Hostname Verification", "not in peer certificate", "Peer name")):
             host = self.address.rsplit(":", 1)[0]
             return f"the collector's TLS certificate does not name {host}: connect by a name it lists ({text})"
         if "WRONG_VERSION_NUMBER" in details or "Tls handshake failed" in details or "Ssl handshake failed" in details:
