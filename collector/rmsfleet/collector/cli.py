@@ -220,7 +220,7 @@ def run_revoke(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from sqlalchemy.orm import Session
 
     from rmsfleet.collector.config import DEFAULT_DB
-    from rmsfleet.collector.store.database import create_db_engine, prepare_for_serving
+    from rmsfleet.collector.store.database import SchemaOutOfDate, create_db_engine, prepare_for_serving
     from rmsfleet.collector.store.identity_sql import revoke_node_key
 
     if not args.host_id:
@@ -232,6 +232,8 @@ def run_revoke(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         prepare_for_serving(engine)
         with Session(engine) as session, session.begin():
             record = revoke_node_key(session, args.host_id, now)
+    except SchemaOutOfDate as exc:
+        raise CliError(f"hosts revoke: {exc}") from None
     except SQLAlchemyError as exc:
         raise CliError(f"hosts revoke: {str(exc).splitlines()[0]}") from None
     if record is None:

@@ -52,6 +52,9 @@ class HostRow(FactColumns, Base):
     observed_at: Mapped[datetime] = mapped_column(Timestamp)
     last_sequence: Mapped[int] = mapped_column(BigInteger)
     agent_version: Mapped[str] = mapped_column(String(64))
+    # Never written: node keys live in `node_keys` (migration 0002). Kept only because collectors
+    # of the previous release still insert it during a rolling upgrade; a later migration drops it.
+    node_key_hash: Mapped[str | None] = mapped_column(String(128))
 
     __table_args__ = (
         Index("ix_hosts_server_cluster", "server_cluster"),
