@@ -276,6 +276,8 @@ def test_agent_without_once_keeps_reporting_until_sigterm(tmp_path: Path, sqlite
                 collector.address,
                 "--facts",
                 str(facts),
+                "--state-dir",
+                str(tmp_path / "agent-state"),
                 "--interval",
                 "0.2",
                 "--jitter",

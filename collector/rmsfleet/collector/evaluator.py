@@ -93,7 +93,7 @@ class Evaluator:
         aggregates: AggregatesHolder,
         refresh_interval: float = 5.0,
         full_pass_interval: float = 60.0,
-        debounce: float = 0.2,
+        debounce: float = 1.0,
     ) -> None:
         self._sessions = sessions
         self._config = policy_config
@@ -104,6 +104,7 @@ class Evaluator:
         self._full_pass_interval = full_pass_interval
         self._debounce = debounce
         self._touched: set[str] = set()
+        self._servers_touched = False
         self._touched_lock = threading.Lock()
         self._dirty = threading.Event()
         self._stopping = threading.Event()
@@ -123,12 +124,14 @@ class Evaluator:
         if changed:
             with self._touched_lock:
                 self._touched.update(changed)
+                self._servers_touched |= any(r.touches_servers for r in results)
             self._dirty.set()
 
-    def _take_touched(self) -> set[str]:
+    def _take_touched(self) -> tuple[set[str], bool]:
         with self._touched_lock:
             touched, self._touched = self._touched, set()
-        return touched
+            servers, self._servers_touched = self._servers_touched, False
+        return touched, servers
 
     def evaluate_once(self) -> ViolationChanges | None:
         """A full pass and an aggregates refresh. None when another replica holds the lock."""
@@ -137,11 +140,12 @@ class Evaluator:
         self.refresh_aggregates(self._clock())
         return changes
 
-    def evaluate_changes(self, host_ids: set[str]) -> ViolationChanges | None:
-        """An incremental pass over the hosts whose facts changed."""
-        return self._evaluate(host_ids)
+    def evaluate_changes(self, host_ids: set[str], servers_touched: bool = True) -> ViolationChanges | None:
+        """An incremental pass over the hosts whose facts changed; the cluster and forest rules
+        run only when a changed host is or was a server (clients cannot change them)."""
+        return self._evaluate(host_ids, servers_touched)
 
-    def _evaluate(self, host_ids: set[str] | None) -> ViolationChanges | None:
+    def _evaluate(self, host_ids: set[str] | None, servers_touched: bool = True) -> ViolationChanges | None:
         now = self._clock()
         ctx = PolicyContext(now=now, config=self._config)
         kind = "full" if host_ids is None else "incremental"
@@ -161,9 +165,11 @@ class Evaluator:
                     findings = evaluate_all(load_fleet(session), ctx)
                     current = open_violations(session)
                 else:
-                    servers = load_fleet(session, servers_only=True)
-                    findings = evaluate_all(servers, ctx, frozenset({Scope.SERVERS}))
-                    current = open_violations(session, policy_ids(Scope.SERVERS))
+                    findings, current = [], []
+                    if servers_touched:
+                        servers = load_fleet(session, servers_only=True)
+                        findings = evaluate_all(servers, ctx, frozenset({Scope.SERVERS}))
+                        current = open_violations(session, policy_ids(Scope.SERVERS))
                     ordered = sorted(host_ids)
                     for start in range(0, len(ordered), _CHUNK):
                         chunk = ordered[start : start + _CHUNK]
@@ -212,9 +218,9 @@ class Evaluator:
                 changed = self._evaluate(None)
                 next_full = time.monotonic() + self._full_pass_interval
             else:
-                touched = self._take_touched()
+                touched, servers_touched = self._take_touched()
                 if touched:
-                    changed = self.evaluate_changes(touched)
+                    changed = self.evaluate_changes(touched, servers_touched)
             moved = changed is not None and bool(changed.opened or changed.updated or changed.resolved)
             if moved or time.monotonic() >= next_refresh:
                 self.refresh_aggregates(self._clock())

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from rmsfleet.collector.enrollment import NodeKeyRejected
@@ -144,6 +144,13 @@ class GroupCommitWriter:
                 # Another replica inserted one of these hosts first; the retry sees it as known.
                 error = exc
                 log.info("batch of %d raced another writer (attempt %d), retrying", len(batch), attempt + 1)
+            except DBAPIError as exc:
+                error = exc
+                # A connection the database dropped (restart, failover) is retried once on a fresh
+                # one, instead of pinging before every batch.
+                if not exc.connection_invalidated:
+                    break
+                log.info("database connection was lost (attempt %d), retrying the batch", attempt + 1)
             except SQLAlchemyError as exc:
                 error = exc
                 break

@@ -64,7 +64,7 @@ class CollectorMetrics:
         build.labels(version=version, python=platform.python_version()).set(1)
         for outcome in ("applied", "duplicate", "invalid", "refused", "error"):
             self.reports.labels(outcome=outcome)
-        for operation in ("ingest", "evaluate", "aggregate", "query"):
+        for operation in ("ingest", "evaluate", "aggregate", "query", "enroll"):
             self.database_errors.labels(operation=operation)
 
 

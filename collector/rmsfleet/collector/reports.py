@@ -35,3 +35,5 @@ class AppliedReport:
     sequence: int
     outcome: Outcome
     facts_changed: bool
+    # The change can matter to the cluster and forest rules (the host is or was a server).
+    touches_servers: bool = False

@@ -30,7 +30,10 @@ def create_db_engine(url: str, pool_size: int = 10) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    # No pool_pre_ping: it costs a round trip per checkout, i.e. per ingest batch. A connection
+    # the server dropped fails one statement, SQLAlchemy then invalidates the pool, and the
+    # writer retries that batch once on a fresh connection (ingest.GroupCommitWriter._commit).
+    return create_engine(url, pool_size=pool_size, max_overflow=pool_size)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
