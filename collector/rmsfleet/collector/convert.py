@@ -10,38 +10,34 @@ from typing import Any, TypeVar
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from rmsfleet.agent.facts import (
-    Activation,
     ClientFacts,
-    ClusterKind,
-    Enrollment,
     HostFacts,
     InvalidFacts,
     ServerFacts,
-    Version,
     validate,
+)
+from rmsfleet.agent.wire import (
+    ACTIVATION_FROM_PB,
+    ACTIVATION_TO_PB,
+    ENROLLMENT_FROM_PB,
+    ENROLLMENT_TO_PB,
+    KIND_FROM_PB,
+    KIND_TO_PB,
+    VERSION_FROM_PB,
+    VERSION_TO_PB,
+    facts_to_pb,
 )
 from rmsfleet.v1 import facts_pb2, inventory_pb2
 
-VERSION_FROM_PB = {
-    facts_pb2.VERSION_RTM: Version.RTM,
-    facts_pb2.VERSION_SP1: Version.SP1,
-    facts_pb2.VERSION_SP2: Version.SP2,
-    facts_pb2.VERSION_UNKNOWN: Version.UNKNOWN,
-}
-VERSION_TO_PB = {v: k for k, v in VERSION_FROM_PB.items()}
-KIND_FROM_PB = {
-    facts_pb2.CLUSTER_KIND_ROOT_CERTIFICATION: ClusterKind.ROOT_CERTIFICATION,
-    facts_pb2.CLUSTER_KIND_LICENSING: ClusterKind.LICENSING,
-}
-KIND_TO_PB = {v: k for k, v in KIND_FROM_PB.items()}
-ENROLLMENT_FROM_PB = {facts_pb2.ENROLLMENT_OFFLINE: Enrollment.OFFLINE, facts_pb2.ENROLLMENT_ONLINE: Enrollment.ONLINE}
-ENROLLMENT_TO_PB = {v: k for k, v in ENROLLMENT_FROM_PB.items()}
-ACTIVATION_FROM_PB = {
-    facts_pb2.ACTIVATION_SELF: Activation.SELF,
-    facts_pb2.ACTIVATION_INTERNET: Activation.INTERNET,
-    facts_pb2.ACTIVATION_NONE: Activation.NONE,
-}
-ACTIVATION_TO_PB = {v: k for k, v in ACTIVATION_FROM_PB.items()}
+__all__ = [
+    "ACTIVATION_TO_PB",
+    "ENROLLMENT_TO_PB",
+    "KIND_TO_PB",
+    "VERSION_TO_PB",
+    "facts_from_pb",
+    "facts_to_pb",
+    "report_fields_from_pb",
+]
 
 MAX_AGENT_VERSION = 64
 T = TypeVar("T")
@@ -81,29 +77,6 @@ def facts_from_pb(message: facts_pb2.HostFacts) -> HostFacts:
     )
     validate(facts)
     return facts
-
-
-def facts_to_pb(facts: HostFacts) -> facts_pb2.HostFacts:
-    message = facts_pb2.HostFacts(host_id=facts.host_id, hostname=facts.hostname, forest=facts.forest)
-    if facts.server is not None:
-        message.server.CopyFrom(
-            facts_pb2.ServerFacts(
-                version=VERSION_TO_PB[facts.server.version],
-                cluster=facts.server.cluster,
-                cluster_kind=KIND_TO_PB[facts.server.cluster_kind],
-                root_cluster=facts.server.root_cluster or "",
-                enrollment=ENROLLMENT_TO_PB[facts.server.enrollment],
-            )
-        )
-    if facts.client is not None:
-        message.client.CopyFrom(
-            facts_pb2.ClientFacts(
-                version=VERSION_TO_PB[facts.client.version],
-                activation=ACTIVATION_TO_PB[facts.client.activation],
-                cluster=facts.client.cluster or "",
-            )
-        )
-    return message
 
 
 def report_fields_from_pb(request: inventory_pb2.ReportRequest) -> tuple[HostFacts, datetime, int, str]:

@@ -9,23 +9,16 @@ from typing import Any, Protocol, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from rmsfleet.agent.wire import ACTIVATION_TO_PB, ENROLLMENT_TO_PB, KIND_TO_PB, VERSION_TO_PB
 from rmsfleet.v1 import facts_pb2, query_pb2
 
 M = TypeVar("M")
 
-VERSION = {
-    facts_pb2.VERSION_RTM: "RTM",
-    facts_pb2.VERSION_SP1: "SP1",
-    facts_pb2.VERSION_SP2: "SP2",
-    facts_pb2.VERSION_UNKNOWN: "UNKNOWN",
-}
-KIND = {facts_pb2.CLUSTER_KIND_ROOT_CERTIFICATION: "root-certification", facts_pb2.CLUSTER_KIND_LICENSING: "licensing"}
-ENROLLMENT = {facts_pb2.ENROLLMENT_OFFLINE: "offline", facts_pb2.ENROLLMENT_ONLINE: "online"}
-ACTIVATION = {
-    facts_pb2.ACTIVATION_SELF: "self",
-    facts_pb2.ACTIVATION_INTERNET: "internet",
-    facts_pb2.ACTIVATION_NONE: "none",
-}
+# Wire enum values to the contract's names (the JSON the CLI prints).
+VERSION = {pb: v.value for v, pb in VERSION_TO_PB.items()}
+KIND = {pb: k.value for k, pb in KIND_TO_PB.items()}
+ENROLLMENT = {pb: e.value for e, pb in ENROLLMENT_TO_PB.items()}
+ACTIVATION = {pb: a.value for a, pb in ACTIVATION_TO_PB.items()}
 
 
 class PagedResponse(Protocol):

@@ -28,7 +28,7 @@ from rmsfleet.collector.store import queries
 from rmsfleet.collector.store.aggregates_sql import compute_aggregates
 from rmsfleet.collector.store.evaluation_sql import load_fleet
 from rmsfleet.collector.store.identity_sql import save_node_key
-from rmsfleet.v1 import facts_pb2, inventory_pb2, inventory_pb2_grpc, query_pb2, query_pb2_grpc
+from rmsfleet.v1 import inventory_pb2, inventory_pb2_grpc, query_pb2, query_pb2_grpc
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
@@ -166,12 +166,7 @@ def _stamp(moment: datetime | None) -> Any:
     return None if moment is None else convert.datetime_to_timestamp(moment)
 
 
-VERSION_NAMES = {
-    facts_pb2.VERSION_RTM: "RTM",
-    facts_pb2.VERSION_SP1: "SP1",
-    facts_pb2.VERSION_SP2: "SP2",
-    facts_pb2.VERSION_UNKNOWN: "UNKNOWN",
-}
+VERSION_NAMES = {pb: v.value for v, pb in convert.VERSION_TO_PB.items()}
 
 
 class QueryServicer(query_pb2_grpc.QueryServiceServicer):
