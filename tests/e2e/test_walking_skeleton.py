@@ -308,3 +308,37 @@ def test_sigterm_stops_the_collector_gracefully_with_every_acknowledged_report_s
     assert "stopping gracefully" in collector.log()
     with sqlite3.connect(db) as connection:
         assert connection.execute("SELECT count(*) FROM hosts").fetchone()[0] == len(files)
+
+
+def test_query_lists_are_paged_and_a_bad_page_token_is_invalid_argument(tmp_path: Path, sqlite_url: str) -> None:
+    from rmsfleet.v1 import query_pb2, query_pb2_grpc
+
+    collector = start_collector(tmp_path, sqlite_url)
+    try:
+        files = sorted(FLEET.glob("*.json"))[:5]
+        report_facts(collector, *files)
+        with grpc.insecure_channel(collector.address) as channel:
+            stub = query_pb2_grpc.QueryServiceStub(channel)
+            seen: list[str] = []
+            token = ""
+            pages = 0
+            while True:
+                page = stub.ListHosts(query_pb2.ListHostsRequest(page_size=2, page_token=token), timeout=10)
+                assert len(page.hosts) <= 2
+                seen.extend(h.facts.host_id for h in page.hosts)
+                pages += 1
+                token = page.next_page_token
+                if not token:
+                    break
+            assert seen == sorted(json.loads(f.read_text())["host_id"] for f in files)
+            assert pages == 3
+            for call, request in (
+                (stub.ListHosts, query_pb2.ListHostsRequest(page_token="%%%")),
+                (stub.ListViolations, query_pb2.ListViolationsRequest(page_token="bm90LWEtbnVtYmVy")),
+            ):
+                with pytest.raises(grpc.RpcError) as raised:
+                    call(request, timeout=10)
+                assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                assert raised.value.details().startswith("page_token:")
+    finally:
+        collector.stop()

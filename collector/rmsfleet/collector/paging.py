@@ -26,6 +26,9 @@ def decode_token(token: str) -> str | None:
     if not token:
         return None
     try:
-        return base64.urlsafe_b64decode(token.encode("ascii")).decode("utf-8")
+        key = base64.b64decode(token.encode("ascii"), altchars=b"-_", validate=True).decode("utf-8")
     except (ValueError, UnicodeError):
-        raise BadPageToken("page_token: expected a token from a previous response") from None
+        key = ""
+    if not key:
+        raise BadPageToken("page_token: expected a token from a previous response")
+    return key

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 from sqlalchemy.exc import SQLAlchemyError
@@ -178,7 +178,28 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         self.metrics = metrics
         self.clock = clock
 
-    def _database_failed(self, context: grpc.ServicerContext, exc: SQLAlchemyError) -> None:
+    def _paging(self, request: Any, context: grpc.ServicerContext, numeric: bool = False) -> tuple[int, Any]:
+        """(page size, the key after which the page starts) from a list request."""
+        try:
+            limit = page_size(request.page_size)
+            after: Any = decode_token(request.page_token)
+            if numeric and after is not None:
+                after = int(after)
+        except BadPageToken as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except ValueError:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_token: expected a token from a previous response")
+        return limit, after
+
+    def _read(self, context: grpc.ServicerContext, query: Callable[[Session], R]) -> R:
+        """Run a read in its own session; a database failure is UNAVAILABLE, counted and logged."""
+        try:
+            with self.sessions() as session:
+                return query(session)
+        except SQLAlchemyError as exc:
+            self._database_failed(context, exc)
+
+    def _database_failed(self, context: grpc.ServicerContext, exc: SQLAlchemyError) -> NoReturn:
         self.metrics.database_errors.labels(operation="query").inc()
         log.error("query failed: %s", str(exc).splitlines()[0])
         context.abort(grpc.StatusCode.UNAVAILABLE, "the database is not available")
@@ -187,11 +208,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
     def ListHosts(
         self, request: query_pb2.ListHostsRequest, context: grpc.ServicerContext
     ) -> query_pb2.ListHostsResponse:
-        try:
-            limit = page_size(request.page_size)
-            after = decode_token(request.page_token)
-        except BadPageToken as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        limit, after = self._paging(request, context)
         if request.role not in ("", "server", "client"):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "role: expected 'server', 'client' or empty")
         flt = queries.HostFilter(
@@ -201,11 +218,8 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             forest=request.forest or None,
             stale_only=request.stale_only,
         )
-        try:
-            with self.sessions() as session:
-                hosts = queries.list_hosts(session, flt, after, limit, self.clock(), self.config.policy.stale_after)
-        except SQLAlchemyError as exc:
-            self._database_failed(context, exc)
+        now, stale_after = self.clock(), self.config.policy.stale_after
+        hosts = self._read(context, lambda session: queries.list_hosts(session, flt, after, limit, now, stale_after))
         response = query_pb2.ListHostsResponse(hosts=[_host_pb(h) for h in hosts])
         if len(hosts) == limit:
             response.next_page_token = encode_token(hosts[-1].facts.host_id)
@@ -213,11 +227,8 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
 
     @observed("GetHost")
     def GetHost(self, request: query_pb2.GetHostRequest, context: grpc.ServicerContext) -> query_pb2.GetHostResponse:
-        try:
-            with self.sessions() as session:
-                found = queries.get_host(session, request.host_id, self.clock(), self.config.policy.stale_after)
-        except SQLAlchemyError as exc:
-            self._database_failed(context, exc)
+        now, stale_after = self.clock(), self.config.policy.stale_after
+        found = self._read(context, lambda session: queries.get_host(session, request.host_id, now, stale_after))
         if found is None:
             context.abort(grpc.StatusCode.NOT_FOUND, f"host_id: no host {request.host_id!r} has reported")
         host, history = found
@@ -233,12 +244,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
     def ListViolations(
         self, request: query_pb2.ListViolationsRequest, context: grpc.ServicerContext
     ) -> query_pb2.ListViolationsResponse:
-        try:
-            limit = page_size(request.page_size)
-            token = decode_token(request.page_token)
-            after = None if token is None else int(token)
-        except (BadPageToken, ValueError) as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        limit, after = self._paging(request, context, numeric=True)
         if request.state not in ("", "open", "resolved", "all"):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "state: expected 'open', 'resolved' or 'all'")
         if request.severity not in ("", "warning", "critical"):
@@ -249,11 +255,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             state=request.state or "open",
             since=convert.timestamp_to_datetime(request.since) if request.HasField("since") else None,
         )
-        try:
-            with self.sessions() as session:
-                rows = queries.list_violations(session, flt, after, limit)
-        except SQLAlchemyError as exc:
-            self._database_failed(context, exc)
+        rows = self._read(context, lambda session: queries.list_violations(session, flt, after, limit))
         response = query_pb2.ListViolationsResponse(
             violations=[
                 query_pb2.Violation(
@@ -276,16 +278,9 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
     def ListClusters(
         self, request: query_pb2.ListClustersRequest, context: grpc.ServicerContext
     ) -> query_pb2.ListClustersResponse:
-        try:
-            limit = page_size(request.page_size)
-            after = decode_token(request.page_token)
-        except BadPageToken as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        try:
-            with self.sessions() as session:
-                aggregates = compute_aggregates(session, self.clock(), self.config.policy.stale_after)
-        except SQLAlchemyError as exc:
-            self._database_failed(context, exc)
+        limit, after = self._paging(request, context)
+        now, stale_after = self.clock(), self.config.policy.stale_after
+        aggregates = self._read(context, lambda session: compute_aggregates(session, now, stale_after))
         # Clusters are few (tens to hundreds): summarise all, then page the sorted list.
         summaries = [
             s
@@ -317,17 +312,8 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
     def ListExemptions(
         self, request: query_pb2.ListExemptionsRequest, context: grpc.ServicerContext
     ) -> query_pb2.ListExemptionsResponse:
-        try:
-            limit = page_size(request.page_size)
-            token = decode_token(request.page_token)
-            after = None if token is None else int(token)
-        except (BadPageToken, ValueError) as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        try:
-            with self.sessions() as session:
-                rows = queries.list_exemptions(session, after, limit)
-        except SQLAlchemyError as exc:
-            self._database_failed(context, exc)
+        limit, after = self._paging(request, context, numeric=True)
+        rows = self._read(context, lambda session: queries.list_exemptions(session, after, limit))
         response = query_pb2.ListExemptionsResponse(
             exemptions=[
                 query_pb2.Exemption(
@@ -351,11 +337,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         share = request.max_unavailable or self.config.plan_max_unavailable
         if not 0 < share <= 1:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"max_unavailable: expected a share in (0, 1], got {share}")
-        try:
-            with self.sessions() as session:
-                fleet = load_fleet(session)
-        except SQLAlchemyError as exc:
-            self._database_failed(context, exc)
+        fleet = self._read(context, load_fleet)
         hosts = [h for h in fleet.hosts if not request.forest or h.facts.forest == request.forest]
         plan = plan_upgrade(hosts, max_unavailable=share)
         return query_pb2.GetPlanResponse(
