@@ -112,10 +112,11 @@ class Plan:
 
 
 def batch_size(n_servers: int, max_unavailable: float) -> int:
-    """How many of a cluster's `n_servers` one wave may take (D5): ceil(max_unavailable * n),
-    at least 1, and at most n - 1 when n >= 2 so one server always keeps serving."""
-    # The tolerance keeps float noise (0.7 * 10 == 7.000000000000001) from adding a server.
-    size = max(1, math.ceil(max_unavailable * n_servers - 1e-9))
+    """How many of a cluster's `n_servers` one wave may take (D5): never more than the share,
+    floor(max_unavailable * n), but at least 1 so the upgrade moves, and at most n - 1 when
+    n >= 2 so one server always keeps serving."""
+    # The tolerance keeps float noise (0.7 * 10 == 6.999999999999999) from dropping a server.
+    size = max(1, math.floor(max_unavailable * n_servers + 1e-9))
     return min(size, n_servers - 1) if n_servers >= 2 else 1
 
 
