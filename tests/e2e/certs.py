@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 from cryptography import x509
@@ -204,7 +205,8 @@ def start_tls_collector(
 def _wait_serving_tls(address: str, credentials: grpc.ChannelCredentials, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     with grpc.secure_channel(address, credentials) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
+        # types-grpcio-health-checking leaves the generated Check method out of HealthStub.
+        stub: Any = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             try:
                 response = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)

@@ -110,7 +110,8 @@ def start_collector(
 def wait_serving(address: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
+        # types-grpcio-health-checking leaves the generated Check method out of HealthStub.
+        stub: Any = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             try:
                 if (

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import signal
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -204,8 +205,9 @@ def test_bad_report_is_invalid_argument_naming_the_field_and_changes_nothing(
         with grpc.insecure_channel(collector.address) as channel, pytest.raises(grpc.RpcError) as raised:
             inventory_pb2_grpc.InventoryServiceStub(channel).Report(request, timeout=10)
         assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert raised.value.details().startswith(f"{field}:")
-        assert reason in raised.value.details()
+        details = raised.value.details() or ""
+        assert details.startswith(f"{field}:")
+        assert reason in details
         assert collector.cli_json("hosts") == []
         assert metric_value(collector.metrics(), "rmsfleet_reports_total", outcome="invalid") == 1
     finally:
@@ -332,13 +334,14 @@ def test_query_lists_are_paged_and_a_bad_page_token_is_invalid_argument(tmp_path
                     break
             assert seen == sorted(json.loads(f.read_text())["host_id"] for f in files)
             assert pages == 3
-            for call, request in (
-                (stub.ListHosts, query_pb2.ListHostsRequest(page_token="%%%")),
-                (stub.ListViolations, query_pb2.ListViolationsRequest(page_token="bm90LWEtbnVtYmVy")),
-            ):
+            calls: list[Callable[[], object]] = [
+                lambda: stub.ListHosts(query_pb2.ListHostsRequest(page_token="%%%"), timeout=10),
+                lambda: stub.ListViolations(query_pb2.ListViolationsRequest(page_token="bm90LWEtbnVtYmVy"), timeout=10),
+            ]
+            for call in calls:
                 with pytest.raises(grpc.RpcError) as raised:
-                    call(request, timeout=10)
+                    call()
                 assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-                assert raised.value.details().startswith("page_token:")
+                assert (raised.value.details() or "").startswith("page_token:")
     finally:
         collector.stop()

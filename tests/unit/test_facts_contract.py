@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from rmsfleet.agent.facts import FactsFileError, Version, load_facts_file
 
-GOOD = {
+GOOD: dict[str, Any] = {
     "host_id": "ams-rms-01",
     "hostname": "ams-rms-01.corp.example",
     "forest": "corp.example",
@@ -54,20 +55,20 @@ def test_a_client_only_host_is_accepted(tmp_path: Path) -> None:
         (
             {**GOOD, "server": {**GOOD["server"], "version": "SP3"}},
             "server.version: expected one of 'RTM', 'SP1', 'SP2', 'UNKNOWN', got 'SP3'",
-        ),  # type: ignore[dict-item]
+        ),
         (
             {**GOOD, "client": {**GOOD["client"], "activation": "auto"}},
             "client.activation: expected one of 'self', 'internet', 'none', got 'auto'",
-        ),  # type: ignore[dict-item]
+        ),
         # D6: a licensing cluster is subenrolled under a root certification cluster.
         (
             {**GOOD, "server": {**GOOD["server"], "cluster_kind": "licensing"}},
             "server.root_cluster: expected a licensing cluster names its root",
-        ),  # type: ignore[dict-item]
+        ),
         (
             {**GOOD, "server": {**GOOD["server"], "root_cluster": "https://other"}},
             "server.root_cluster: expected only a licensing cluster has a root",
-        ),  # type: ignore[dict-item]
+        ),
         ([1, 2], "(top level): expected a JSON object"),
     ],
 )
