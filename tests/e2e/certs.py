@@ -6,21 +6,16 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
-import subprocess
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from processes import READY, Collector, command
+from processes import Collector, start_collector
 
 
 @dataclass(frozen=True)
@@ -159,60 +154,17 @@ def start_tls_collector(
 ) -> Collector:
     """`rmsfleet-collector serve` with TLS (and client certificates when `mutual`), waited for
     with a TLS health check."""
-    log_path = tmp / f"{name}.log"
-    process = subprocess.Popen(
-        [
-            command("rmsfleet-collector"),
-            "serve",
-            "--db",
-            db_url,
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--refresh-interval",
-            "0.5",
-            *tls_args(pki, mutual=mutual),
-            *extra,
-        ],
-        stdout=log_path.open("w"),
-        stderr=subprocess.STDOUT,
-        text=True,
-        # gRPC's own log (handshake failures) at its default verbosity, whatever the caller's.
-        env={k: v for k, v in os.environ.items() if k != "GRPC_VERBOSITY"},
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=pki.ca.cert.read_bytes(),
+        private_key=pki.client.key.read_bytes() if mutual else None,
+        certificate_chain=pki.client.cert.read_bytes() if mutual else None,
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        match = READY.search(log_path.read_text())
-        if match:
-            collector = Collector(
-                process, f"127.0.0.1:{match.group(1)}", f"http://{match.group(2)}:{match.group(3)}/metrics", log_path
-            )
-            credentials = grpc.ssl_channel_credentials(
-                root_certificates=pki.ca.cert.read_bytes(),
-                private_key=pki.client.key.read_bytes() if mutual else None,
-                certificate_chain=pki.client.cert.read_bytes() if mutual else None,
-            )
-            _wait_serving_tls(collector.address, credentials)
-            return collector
-        if process.poll() is not None:
-            raise AssertionError(f"collector exited with {process.returncode}:\n{log_path.read_text()}")
-        time.sleep(0.1)
-    process.kill()
-    raise AssertionError(f"collector did not start:\n{log_path.read_text()}")
-
-
-def _wait_serving_tls(address: str, credentials: grpc.ChannelCredentials, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    with grpc.secure_channel(address, credentials) as channel:
-        # types-grpcio-health-checking leaves the generated Check method out of HealthStub.
-        stub: Any = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            try:
-                response = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if response.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.1)
-    raise AssertionError(f"collector at {address} never reported SERVING over TLS")
+    return start_collector(
+        tmp,
+        db_url,
+        [*tls_args(pki, mutual=mutual), *extra],
+        name=name,
+        credentials=credentials,
+        # gRPC's own log (handshake failures) at its default verbosity, whatever the caller's.
+        unset_env=("GRPC_VERBOSITY",),
+    )

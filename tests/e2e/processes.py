@@ -66,8 +66,17 @@ class Collector:
 
 
 def start_collector(
-    tmp: Path, db_url: str, extra: Sequence[str] = (), env: dict[str, str] | None = None, name: str = "collector"
+    tmp: Path,
+    db_url: str,
+    extra: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    name: str = "collector",
+    *,
+    credentials: grpc.ChannelCredentials | None = None,
+    unset_env: Sequence[str] = (),
 ) -> Collector:
+    """`rmsfleet-collector serve` on ephemeral loopback ports, returned once its health service
+    answers SERVING (over TLS when `credentials` are given)."""
     log_path = tmp / f"{name}.log"
     log_file = log_path.open("w")
     process = subprocess.Popen(
@@ -89,7 +98,7 @@ def start_collector(
         stdout=log_file,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, **(env or {})},
+        env={k: v for k, v in {**os.environ, **(env or {})}.items() if k not in unset_env},
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -98,7 +107,7 @@ def start_collector(
             collector = Collector(
                 process, f"127.0.0.1:{match.group(1)}", f"http://{match.group(2)}:{match.group(3)}/metrics", log_path
             )
-            wait_serving(collector.address)
+            wait_serving(collector.address, credentials=credentials)
             return collector
         if process.poll() is not None:
             raise AssertionError(f"collector exited with {process.returncode}:\n{log_path.read_text()}")
@@ -107,9 +116,10 @@ def start_collector(
     raise AssertionError(f"collector did not start:\n{log_path.read_text()}")
 
 
-def wait_serving(address: str, timeout: float = 30) -> None:
+def wait_serving(address: str, timeout: float = 30, credentials: grpc.ChannelCredentials | None = None) -> None:
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
+    channel = grpc.insecure_channel(address) if credentials is None else grpc.secure_channel(address, credentials)
+    with channel:
         # types-grpcio-health-checking leaves the generated Check method out of HealthStub.
         stub: Any = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
