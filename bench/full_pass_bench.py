@@ -37,9 +37,10 @@ if __package__ in (None, ""):  # run as a script: make `bench.*` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from prometheus_client import CollectorRegistry, generate_latest
-from sqlalchemy import Engine, create_engine, insert, text
+from sqlalchemy import Engine, insert, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from bench.scratch_db import create_postgres, drop_postgres
 from bench.synthetic_fleet import evolve, initial_fleet
 from rmsfleet.collector import __version__
 from rmsfleet.collector.clock import system_clock
@@ -123,26 +124,6 @@ def bulk_insert(engine: Engine, table: Any, rows: list[dict[str, Any]]) -> None:
 
 
 # --- databases ----------------------------------------------------------------------------------
-
-
-def create_postgres(admin_url: str, name: str) -> str:
-    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-    finally:
-        engine.dispose()
-    return engine.url.set(database=name).render_as_string(hide_password=False)
-
-
-def drop_postgres(admin_url: str, name: str) -> None:
-    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        engine.dispose()
 
 
 def migrate(db_url: str) -> None:

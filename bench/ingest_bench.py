@@ -54,8 +54,9 @@ if __package__ in (None, ""):  # run as a script: make `bench.*` importable
 import grpc
 from grpc import aio
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import create_engine, func, select
 
+from bench.scratch_db import create_postgres, drop_postgres
 from bench.synthetic_fleet import evolve, initial_fleet
 from rmsfleet.agent.wire import report_request
 from rmsfleet.collector.store.models import HostHistoryRow, HostRow
@@ -445,29 +446,6 @@ def scrape_internals(metrics_url: str) -> dict[str, float]:
                 name = sample.name if kind is None else f"{sample.name}:{kind}"
                 values[name] = values.get(name, 0.0) + sample.value
     return values
-
-
-# --- databases --------------------------------------------------------------------------------------
-
-
-def create_postgres(admin_url: str, name: str) -> str:
-    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-    finally:
-        engine.dispose()
-    return engine.url.set(database=name).render_as_string(hide_password=False)
-
-
-def drop_postgres(admin_url: str, name: str) -> None:
-    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        engine.dispose()
 
 
 # --- running the targets ----------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,6 @@ class Collector:
     address: str
     metrics_url: str
     log_path: Path
-    lines: list[str] = field(default_factory=list)
 
     def log(self) -> str:
         return self.log_path.read_text()

@@ -337,7 +337,8 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         share = request.max_unavailable or self.config.plan_max_unavailable
         if not 0 < share <= 1:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"max_unavailable: expected a share in (0, 1], got {share}")
-        fleet = self._read(context, load_fleet)
+        # The planner reads current facts only; no history.
+        fleet = self._read(context, lambda session: load_fleet(session, with_history=False))
         hosts = [h for h in fleet.hosts if not request.forest or h.facts.forest == request.forest]
         plan = plan_upgrade(hosts, max_unavailable=share)
         return query_pb2.GetPlanResponse(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -96,9 +94,3 @@ def prepare_for_serving(engine: Engine) -> str:
         f"the database schema is at revision {current}, this collector needs {head}: "
         "run `rmsfleet-collector migrate --db URL` first"
     )
-
-
-@contextmanager
-def connect(engine: Engine) -> Iterator[Connection]:
-    with engine.connect() as connection:
-        yield connection

@@ -7,10 +7,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import insert, select, text, update
 from sqlalchemy.orm import Session
 
-from rmsfleet.collector.domain.model import FactChange, Finding, Fleet, HostRecord, Severity
+from rmsfleet.collector.domain.model import FactChange, Finding, Fleet, HostRecord
 from rmsfleet.collector.store.models import ExemptionRow, HostHistoryRow, HostRow, ViolationRow
 from rmsfleet.collector.store.rows import FACT_COLUMNS, facts_from_columns, utc
 
@@ -26,10 +26,13 @@ def try_evaluation_lock(session: Session) -> bool:
     return bool(session.execute(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": EVALUATION_LOCK_KEY}).scalar())
 
 
-def load_fleet(session: Session, host_ids: Iterable[str] | None = None, servers_only: bool = False) -> Fleet:
+def load_fleet(
+    session: Session, host_ids: Iterable[str] | None = None, servers_only: bool = False, with_history: bool = True
+) -> Fleet:
     """All hosts (or only `host_ids`, or only hosts with a server part) with the history the
     rules need: the fact changes of hosts that ever reported an RTM server (D1's upgrade-path
-    rule); other histories are not loaded, nor any history for `servers_only`."""
+    rule); other histories are not loaded, nor any history for `servers_only` or without
+    `with_history`."""
     columns = [HostRow.host_id, HostRow.first_seen, HostRow.last_seen, *[getattr(HostRow, c) for c in FACT_COLUMNS]]
     statement = select(*columns)
     wanted = None if host_ids is None else sorted(set(host_ids))
@@ -43,7 +46,7 @@ def load_fleet(session: Session, host_ids: Iterable[str] | None = None, servers_
         )
         for row in session.execute(statement)
     ]
-    if servers_only:
+    if servers_only or not with_history:
         return Fleet(hosts=hosts)
     history_columns = [
         HostHistoryRow.host_id,
@@ -135,11 +138,3 @@ def write_violations(
 def active_exemptions(session: Session, now: datetime) -> list[ExemptionRow]:
     statement = select(ExemptionRow).where((ExemptionRow.expires_at.is_(None)) | (ExemptionRow.expires_at > now))
     return list(session.scalars(statement))
-
-
-def count_hosts(session: Session) -> int:
-    return int(session.execute(select(func.count()).select_from(HostRow)).scalar_one())
-
-
-def severity_of(value: str) -> Severity:
-    return Severity(value)
