@@ -58,8 +58,8 @@ from sqlalchemy import create_engine, func, select
 
 from bench.scratch_db import create_postgres, drop_postgres
 from bench.synthetic_fleet import evolve, initial_fleet
-from rmsfleet.agent.wire import report_request
 from rmsfleet.collector.store.models import HostHistoryRow, HostRow
+from rmsfleet.contract.wire import report_request
 from rmsfleet.v1 import inventory_pb2
 
 BENCH = Path(__file__).resolve().parent

@@ -2,7 +2,7 @@
 root certification cluster and licensing clusters under it, a few servers per cluster and many
 clients, with a realistic spread of versions (mostly SP2, some SP1, a tail of RTM and UNKNOWN).
 
-Pure code over the shared domain types (rmsfleet.agent.facts): the ingest benchmark turns these
+Pure code over the shared domain types (rmsfleet.contract.facts): the ingest benchmark turns these
 facts into ReportRequests with the agent's own wire code, the full-pass benchmark into rows with
 the store's own column mapping, so neither invents a second encoding.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, replace
 
-from rmsfleet.agent.facts import (
+from rmsfleet.contract.facts import (
     Activation,
     ClientFacts,
     ClusterKind,

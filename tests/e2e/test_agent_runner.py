@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from rmsfleet.agent.config import AgentConfig, SenderConfig
-from rmsfleet.agent.facts import Activation, ClientFacts, HostFacts, Version
 from rmsfleet.agent.outbox import Outbox
 from rmsfleet.agent.runner import EXIT_ENROLLMENT, EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, Problem, Runner
 from rmsfleet.agent.transport import RpcFailure
+from rmsfleet.contract.facts import Activation, ClientFacts, HostFacts, Version
 from rmsfleet.v1 import inventory_pb2
 
 Answer = RpcFailure | None  # None: acknowledged

@@ -12,12 +12,12 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from rmsfleet.agent.facts import Activation, ClientFacts, HostFacts, Version
 from rmsfleet.collector.ingest import GroupCommitWriter, IngestOverloaded, IngestStopped
 from rmsfleet.collector.metrics import CollectorMetrics
 from rmsfleet.collector.reports import AppliedReport, IncomingReport, Outcome
 from rmsfleet.collector.store.database import create_db_engine, upgrade_to_head
 from rmsfleet.collector.store.models import HostRow
+from rmsfleet.contract.facts import Activation, ClientFacts, HostFacts, Version
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 

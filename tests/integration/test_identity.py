@@ -13,7 +13,6 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from rmsfleet.agent.facts import Activation, ClientFacts, HostFacts, Version
 from rmsfleet.collector.enrollment import KeyProblem, NodeKeyRejected, hash_node_key, new_node_key
 from rmsfleet.collector.ingest import GroupCommitWriter
 from rmsfleet.collector.metrics import CollectorMetrics
@@ -21,6 +20,7 @@ from rmsfleet.collector.reports import AppliedReport, IncomingReport, Outcome
 from rmsfleet.collector.store.database import create_db_engine, upgrade_to_head
 from rmsfleet.collector.store.identity_sql import check_node_keys, node_key_record, revoke_node_key, save_node_key
 from rmsfleet.collector.store.models import HostRow, NodeKeyRow
+from rmsfleet.contract.facts import Activation, ClientFacts, HostFacts, Version
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 

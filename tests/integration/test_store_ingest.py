@@ -11,7 +11,6 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from rmsfleet.agent.facts import Activation, ClientFacts, ClusterKind, Enrollment, HostFacts, ServerFacts, Version
 from rmsfleet.collector.domain.model import PolicyConfig
 from rmsfleet.collector.evaluator import Evaluator
 from rmsfleet.collector.metrics import AggregatesHolder, CollectorMetrics
@@ -20,6 +19,7 @@ from rmsfleet.collector.store import queries
 from rmsfleet.collector.store.database import create_db_engine, upgrade_to_head
 from rmsfleet.collector.store.ingest_writes import apply_reports
 from rmsfleet.collector.store.models import HostHistoryRow, HostRow
+from rmsfleet.contract.facts import Activation, ClientFacts, ClusterKind, Enrollment, HostFacts, ServerFacts, Version
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 CLUSTER = "https://rms.corp.example"

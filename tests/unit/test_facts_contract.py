@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from rmsfleet.agent.facts import FactsFileError, Version, load_facts_file
+from rmsfleet.contract.facts import FactsFileError, Version, load_facts_file
 
 GOOD: dict[str, Any] = {
     "host_id": "ams-rms-01",

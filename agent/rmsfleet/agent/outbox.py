@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from rmsfleet.agent.facts import HostFacts, facts_from_json, facts_to_json
+from rmsfleet.contract.facts import HostFacts, facts_from_json, facts_to_json
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from rmsfleet.agent.config import AgentConfig
 from rmsfleet.agent.outbox import Outbox, OutboxEntry
 from rmsfleet.agent.probe import Probe, ProbeError
 from rmsfleet.agent.transport import Link, RpcFailure, Stopped
-from rmsfleet.agent.wire import report_request
+from rmsfleet.contract.wire import report_request
 
 log = logging.getLogger("rmsfleet.agent")
 

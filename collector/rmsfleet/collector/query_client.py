@@ -9,7 +9,7 @@ from typing import Any, Protocol, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from rmsfleet.agent.wire import ACTIVATION_TO_PB, ENROLLMENT_TO_PB, KIND_TO_PB, VERSION_TO_PB
+from rmsfleet.contract.wire import ACTIVATION_TO_PB, ENROLLMENT_TO_PB, KIND_TO_PB, VERSION_TO_PB
 from rmsfleet.v1 import facts_pb2, query_pb2
 
 M = TypeVar("M")

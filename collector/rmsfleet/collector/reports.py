@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime
 
-from rmsfleet.agent.facts import HostFacts
+from rmsfleet.contract.facts import HostFacts
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,8 +13,6 @@ import grpc
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from rmsfleet.agent.facts import MAX_ID_LENGTH, InvalidFacts, Version
-from rmsfleet.collector import convert
 from rmsfleet.collector.clock import Clock
 from rmsfleet.collector.config import ServeConfig
 from rmsfleet.collector.domain.cluster_summary import summarize_clusters
@@ -28,6 +26,8 @@ from rmsfleet.collector.store import queries
 from rmsfleet.collector.store.aggregates_sql import compute_aggregates
 from rmsfleet.collector.store.evaluation_sql import load_fleet
 from rmsfleet.collector.store.identity_sql import save_node_key
+from rmsfleet.contract import wire as convert
+from rmsfleet.contract.facts import MAX_ID_LENGTH, InvalidFacts, Version
 from rmsfleet.v1 import inventory_pb2, inventory_pb2_grpc, query_pb2, query_pb2_grpc
 
 log = logging.getLogger(__name__)

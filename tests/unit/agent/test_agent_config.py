@@ -17,8 +17,8 @@ from rmsfleet.agent.config import (
     load_config,
     render_effective,
 )
-from rmsfleet.agent.facts import Version
 from rmsfleet.agent.probe.version_map import Role
+from rmsfleet.contract.facts import Version
 
 FULL = """\
 # a complete agent.toml

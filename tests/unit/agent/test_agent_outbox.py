@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from rmsfleet.agent.facts import Activation, ClientFacts, HostFacts, Version
 from rmsfleet.agent.outbox import OUTBOX_FILE, Outbox, OutboxError
+from rmsfleet.contract.facts import Activation, ClientFacts, HostFacts, Version
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 FACTS = HostFacts(

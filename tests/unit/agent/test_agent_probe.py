@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from rmsfleet.agent.config import load_config
-from rmsfleet.agent.facts import Version
 from rmsfleet.agent.probe import FileProbe, MsdrmClientApi, ProbeError, WindowsProbe, select_probe
 from rmsfleet.agent.probe.rms_client import DrmClientVersionInfo
+from rmsfleet.contract.facts import Version
 
 FACTS = {
     "host_id": "ams-rms-01",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from rmsfleet.agent.facts import Version
 from rmsfleet.agent.probe.version_map import (
     DEFAULT_RULES,
     Role,
@@ -13,6 +12,7 @@ from rmsfleet.agent.probe.version_map import (
     configured_rule,
     parse_dotted,
 )
+from rmsfleet.contract.facts import Version
 
 
 def test_every_default_rule_says_whether_it_is_known_or_assumed() -> None:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from rmsfleet.agent.facts import Activation, ClusterKind, Enrollment, Version, facts_from_json, facts_to_json
 from rmsfleet.agent.probe import (
     HostIdentity,
     HostOverrides,
@@ -22,6 +21,7 @@ from rmsfleet.agent.probe import (
 )
 from rmsfleet.agent.probe.version_map import Role, VersionMap, configured_rule
 from rmsfleet.agent.probe.windows_probe import cluster_from_config_database, normalize_cluster_url
+from rmsfleet.contract.facts import Activation, ClusterKind, Enrollment, Version, facts_from_json, facts_to_json
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "windows_hosts"
 HOSTS = sorted(path.stem for path in FIXTURES.glob("*.json"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from rmsfleet.agent.facts import HostFacts
+from rmsfleet.contract.facts import HostFacts
 
 
 class ProbeError(Exception):

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rmsfleet.agent.facts import FactsFileError, HostFacts, load_facts_file
 from rmsfleet.agent.probe.base import ProbeError
+from rmsfleet.contract.facts import FactsFileError, HostFacts, load_facts_file
 
 
 class FileProbe:

@@ -24,7 +24,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from rmsfleet.agent.facts import Version
+from rmsfleet.contract.facts import Version
 
 _DOTTED = re.compile(r"^\d{1,10}(\.\d{1,10}){0,7}$")
 

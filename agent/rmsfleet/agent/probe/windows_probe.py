@@ -36,7 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from rmsfleet.agent.facts import (
+from rmsfleet.agent.probe.base import ProbeError
+from rmsfleet.agent.probe.registry import RecordedRegistry, RegistryReader, display_path
+from rmsfleet.agent.probe.rms_client import RecordedRmsClient, RmsClientApi, RmsClientError
+from rmsfleet.agent.probe.version_map import Role, VersionMap, dotted
+from rmsfleet.contract.facts import (
     Activation,
     ClientFacts,
     ClusterKind,
@@ -47,10 +51,6 @@ from rmsfleet.agent.facts import (
     Version,
     validate,
 )
-from rmsfleet.agent.probe.base import ProbeError
-from rmsfleet.agent.probe.registry import RecordedRegistry, RegistryReader, display_path
-from rmsfleet.agent.probe.rms_client import RecordedRmsClient, RmsClientApi, RmsClientError
-from rmsfleet.agent.probe.version_map import Role, VersionMap, dotted
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from rmsfleet.agent.facts import (
+from rmsfleet.contract.facts import (
     Activation,
     ClientFacts,
     ClusterKind,

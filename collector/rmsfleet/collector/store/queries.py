@@ -9,10 +9,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, insert, or_, select
 from sqlalchemy.orm import Session
 
-from rmsfleet.agent.facts import HostFacts
 from rmsfleet.collector.domain.model import FactChange
 from rmsfleet.collector.store.models import ExemptionRow, HostHistoryRow, HostRow, ViolationRow
 from rmsfleet.collector.store.rows import facts_from_columns, utc
+from rmsfleet.contract.facts import HostFacts
 
 
 @dataclass(frozen=True, slots=True)

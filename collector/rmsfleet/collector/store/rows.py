@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from rmsfleet.agent.facts import (
+from rmsfleet.contract.facts import (
     Activation,
     ClientFacts,
     ClusterKind,
