@@ -128,7 +128,16 @@ def test_unknown_versions_never_grant_a_capability_and_are_counted() -> None:
     assert capabilities.server_lockbox is False
     assert capabilities.self_activating_clients is SelfActivation.SOME
     assert capabilities.server_versions == VersionCounts(sp2=1, unknown=1)
-    assert capabilities.client_versions.as_dict() == {"RTM": 0, "SP1": 0, "SP2": 1, "UNKNOWN": 1}
+    assert capabilities.client_versions.as_dict() == {"RTM": 0, "SP1": 0, "SP2": 1, "UNKNOWN": 1, "BUILTIN": 0}
+
+
+def test_d15_clients_built_into_windows_self_activate_but_grant_no_lockbox() -> None:
+    capabilities = only([server("s1", SP2), client("c1", Version.BUILTIN), client("c2", SP1)])
+
+    assert capabilities.self_activating_clients is SelfActivation.ALL
+    # D11 names SP2 clients; nothing documents lockbox support for the built-in client.
+    assert capabilities.server_lockbox is False
+    assert capabilities.client_versions.builtin == 1
 
 
 def test_d10_unknown_clients_alone_are_not_self_activating() -> None:

@@ -54,11 +54,11 @@ def test_a_client_only_host_is_accepted(tmp_path: Path) -> None:
         ({**GOOD, "host_id": "x" * 300}, "host_id: expected at most 255 characters, got 300"),
         (
             {**GOOD, "server": {**GOOD["server"], "version": "SP3"}},
-            "server.version: expected one of 'RTM', 'SP1', 'SP2', 'UNKNOWN', got 'SP3'",
+            "server.version: expected one of 'RTM', 'SP1', 'SP2', 'UNKNOWN', 'BUILTIN', got 'SP3'",
         ),
         (
             {**GOOD, "client": {**GOOD["client"], "activation": "auto"}},
-            "client.activation: expected one of 'self', 'internet', 'none', got 'auto'",
+            "client.activation: expected one of 'self', 'internet', 'none', 'unknown', got 'auto'",
         ),
         # D6: a licensing cluster is subenrolled under a root certification cluster.
         (

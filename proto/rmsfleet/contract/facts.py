@@ -17,15 +17,20 @@ from typing import Any, TypeVar
 
 MAX_ID_LENGTH = 255
 MAX_URL_LENGTH = 2048
+# A bound for a count of user profiles on one computer; more is a corrupt report, not a host.
+MAX_ACTIVATED_USERS = 100_000
 
 
 class Version(enum.Enum):
-    """RMS releases, oldest first (domain.md, Versions). UNKNOWN is never ordered."""
+    """RMS releases, oldest first (domain.md, Versions). UNKNOWN is never ordered. BUILTIN is the
+    RMS client that Windows Vista and later ship themselves (D15): a client only, none of
+    RTM/SP1/SP2, never ordered against them, and self-activating."""
 
     RTM = "RTM"
     SP1 = "SP1"
     SP2 = "SP2"
     UNKNOWN = "UNKNOWN"
+    BUILTIN = "BUILTIN"
 
     @property
     def rank(self) -> int | None:
@@ -47,9 +52,14 @@ class Enrollment(enum.Enum):
 
 
 class Activation(enum.Enum):
+    """The observed activation state of a client: activated by itself (SP1 and later) or over the
+    internet (RTM), not activated, or unknown (D17: from SP1 on it is per user, so a service
+    account alone cannot tell). What a version *can* do is derived from the version."""
+
     SELF = "self"
     INTERNET = "internet"
     NONE = "none"
+    UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +76,8 @@ class ClientFacts:
     version: Version
     activation: Activation
     cluster: str | None
+    # User profiles holding a machine certificate (D17); None when the profiles were not read.
+    activated_users: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +110,9 @@ def validate(facts: HostFacts) -> None:
         raise InvalidFacts("server", "a host reports a server part, a client part or both")
     if facts.server is not None:
         server = facts.server
+        if server.version is Version.BUILTIN:
+            # D15: Windows ships a client of its own; every RMS server is RTM, SP1 or SP2.
+            raise InvalidFacts("server.version", "RTM, SP1, SP2 or UNKNOWN (BUILTIN is a client only)")
         _check_text("server.cluster", server.cluster, MAX_URL_LENGTH)
         if server.cluster_kind is ClusterKind.LICENSING:
             # D6: a licensing-only cluster is subenrolled under a root certification cluster.
@@ -108,8 +123,13 @@ def validate(facts: HostFacts) -> None:
                 raise InvalidFacts("server.root_cluster", "a licensing cluster cannot be its own root")
         elif server.root_cluster:
             raise InvalidFacts("server.root_cluster", "only a licensing cluster has a root cluster")
-    if facts.client is not None and facts.client.cluster is not None:
-        _check_text("client.cluster", facts.client.cluster, MAX_URL_LENGTH)
+    if facts.client is not None:
+        client = facts.client
+        if client.cluster is not None:
+            _check_text("client.cluster", client.cluster, MAX_URL_LENGTH)
+        users = client.activated_users
+        if users is not None and not 0 <= users <= MAX_ACTIVATED_USERS:
+            raise InvalidFacts("client.activated_users", f"a count from 0 to {MAX_ACTIVATED_USERS}, got {users}")
 
 
 def _check_text(field: str, value: str, max_length: int) -> None:
@@ -157,10 +177,20 @@ def facts_to_json(facts: HostFacts) -> dict[str, Any]:
             "root_cluster": server.root_cluster,
             "enrollment": server.enrollment.value,
         },
-        "client": None
-        if client is None
-        else {"version": client.version.value, "activation": client.activation.value, "cluster": client.cluster},
+        "client": None if client is None else _client_to_json(client),
     }
+
+
+def _client_to_json(client: ClientFacts) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "version": client.version.value,
+        "activation": client.activation.value,
+        "cluster": client.cluster,
+    }
+    # Optional (D17): left out when not read, so files written before it existed compare equal.
+    if client.activated_users is not None:
+        document["activated_users"] = client.activated_users
+    return document
 
 
 def load_facts_file(path: Path) -> HostFacts:
@@ -204,10 +234,15 @@ def _client_from_json(doc: Any) -> ClientFacts:
     cluster = doc.get("cluster")
     if cluster is not None and not isinstance(cluster, str):
         raise InvalidFacts("client.cluster", "a string or null")
+    users = doc.get("activated_users")
+    # bool is an int in Python; `true` is no count.
+    if users is not None and (not isinstance(users, int) or isinstance(users, bool)):
+        raise InvalidFacts("client.activated_users", "a whole number or null")
     return ClientFacts(
         version=_enum(doc, "client.version", Version),
         activation=_enum(doc, "client.activation", Activation),
         cluster=cluster,
+        activated_users=users,
     )
 
 

@@ -28,6 +28,7 @@ VERSION_TO_PB = {
     Version.SP1: facts_pb2.VERSION_SP1,
     Version.SP2: facts_pb2.VERSION_SP2,
     Version.UNKNOWN: facts_pb2.VERSION_UNKNOWN,
+    Version.BUILTIN: facts_pb2.VERSION_BUILTIN,
 }
 KIND_TO_PB = {
     ClusterKind.ROOT_CERTIFICATION: facts_pb2.CLUSTER_KIND_ROOT_CERTIFICATION,
@@ -38,6 +39,7 @@ ACTIVATION_TO_PB = {
     Activation.SELF: facts_pb2.ACTIVATION_SELF,
     Activation.INTERNET: facts_pb2.ACTIVATION_INTERNET,
     Activation.NONE: facts_pb2.ACTIVATION_NONE,
+    Activation.UNKNOWN: facts_pb2.ACTIVATION_UNKNOWN,
 }
 VERSION_FROM_PB = {pb: v for v, pb in VERSION_TO_PB.items()}
 KIND_FROM_PB = {pb: k for k, pb in KIND_TO_PB.items()}
@@ -65,6 +67,7 @@ def facts_to_pb(facts: HostFacts) -> facts_pb2.HostFacts:
                 version=VERSION_TO_PB[client.version],
                 activation=ACTIVATION_TO_PB[client.activation],
                 cluster=client.cluster or "",
+                activated_users=client.activated_users,
             )
         )
     return message
@@ -111,11 +114,12 @@ def facts_from_pb(message: facts_pb2.HostFacts) -> HostFacts:
     if message.HasField("client"):
         c = message.client
         client = ClientFacts(
-            version=_enum(VERSION_FROM_PB, c.version, "client.version", "version (RTM, SP1, SP2, UNKNOWN)"),
+            version=_enum(VERSION_FROM_PB, c.version, "client.version", "version (RTM, SP1, SP2, UNKNOWN, BUILTIN)"),
             activation=_enum(
-                ACTIVATION_FROM_PB, c.activation, "client.activation", "activation (self, internet, none)"
+                ACTIVATION_FROM_PB, c.activation, "client.activation", "activation (self, internet, none, unknown)"
             ),
             cluster=c.cluster or None,
+            activated_users=c.activated_users if c.HasField("activated_users") else None,
         )
     facts = HostFacts(
         host_id=message.host_id, hostname=message.hostname, forest=message.forest, server=server, client=client

@@ -24,25 +24,25 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17rmsfleet/v1/facts.proto\x12\x0brmsfleet.v1\"\xb8\x01\n\x0bServerFacts\x12%\n\x07version\x18\x01 \x01(\x0e\x32\x14.rmsfleet.v1.Version\x12\x0f\n\x07\x63luster\x18\x02 \x01(\t\x12.\n\x0c\x63luster_kind\x18\x03 \x01(\x0e\x32\x18.rmsfleet.v1.ClusterKind\x12\x14\n\x0croot_cluster\x18\x04 \x01(\t\x12+\n\nenrollment\x18\x05 \x01(\x0e\x32\x17.rmsfleet.v1.Enrollment\"r\n\x0b\x43lientFacts\x12%\n\x07version\x18\x01 \x01(\x0e\x32\x14.rmsfleet.v1.Version\x12+\n\nactivation\x18\x02 \x01(\x0e\x32\x17.rmsfleet.v1.Activation\x12\x0f\n\x07\x63luster\x18\x03 \x01(\t\"\x92\x01\n\tHostFacts\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\x0e\n\x06\x66orest\x18\x03 \x01(\t\x12(\n\x06server\x18\x04 \x01(\x0b\x32\x18.rmsfleet.v1.ServerFacts\x12(\n\x06\x63lient\x18\x05 \x01(\x0b\x32\x18.rmsfleet.v1.ClientFacts*j\n\x07Version\x12\x17\n\x13VERSION_UNSPECIFIED\x10\x00\x12\x0f\n\x0bVERSION_RTM\x10\x01\x12\x0f\n\x0bVERSION_SP1\x10\x02\x12\x0f\n\x0bVERSION_SP2\x10\x03\x12\x13\n\x0fVERSION_UNKNOWN\x10\x04*l\n\x0b\x43lusterKind\x12\x1c\n\x18\x43LUSTER_KIND_UNSPECIFIED\x10\x00\x12#\n\x1f\x43LUSTER_KIND_ROOT_CERTIFICATION\x10\x01\x12\x1a\n\x16\x43LUSTER_KIND_LICENSING\x10\x02*W\n\nEnrollment\x12\x1a\n\x16\x45NROLLMENT_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45NROLLMENT_OFFLINE\x10\x01\x12\x15\n\x11\x45NROLLMENT_ONLINE\x10\x02*k\n\nActivation\x12\x1a\n\x16\x41\x43TIVATION_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x41\x43TIVATION_SELF\x10\x01\x12\x17\n\x13\x41\x43TIVATION_INTERNET\x10\x02\x12\x13\n\x0f\x41\x43TIVATION_NONE\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17rmsfleet/v1/facts.proto\x12\x0brmsfleet.v1\"\xb8\x01\n\x0bServerFacts\x12%\n\x07version\x18\x01 \x01(\x0e\x32\x14.rmsfleet.v1.Version\x12\x0f\n\x07\x63luster\x18\x02 \x01(\t\x12.\n\x0c\x63luster_kind\x18\x03 \x01(\x0e\x32\x18.rmsfleet.v1.ClusterKind\x12\x14\n\x0croot_cluster\x18\x04 \x01(\t\x12+\n\nenrollment\x18\x05 \x01(\x0e\x32\x17.rmsfleet.v1.Enrollment\"\xa4\x01\n\x0b\x43lientFacts\x12%\n\x07version\x18\x01 \x01(\x0e\x32\x14.rmsfleet.v1.Version\x12+\n\nactivation\x18\x02 \x01(\x0e\x32\x17.rmsfleet.v1.Activation\x12\x0f\n\x07\x63luster\x18\x03 \x01(\t\x12\x1c\n\x0f\x61\x63tivated_users\x18\x04 \x01(\rH\x00\x88\x01\x01\x42\x12\n\x10_activated_users\"\x92\x01\n\tHostFacts\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\x0e\n\x06\x66orest\x18\x03 \x01(\t\x12(\n\x06server\x18\x04 \x01(\x0b\x32\x18.rmsfleet.v1.ServerFacts\x12(\n\x06\x63lient\x18\x05 \x01(\x0b\x32\x18.rmsfleet.v1.ClientFacts*\x7f\n\x07Version\x12\x17\n\x13VERSION_UNSPECIFIED\x10\x00\x12\x0f\n\x0bVERSION_RTM\x10\x01\x12\x0f\n\x0bVERSION_SP1\x10\x02\x12\x0f\n\x0bVERSION_SP2\x10\x03\x12\x13\n\x0fVERSION_UNKNOWN\x10\x04\x12\x13\n\x0fVERSION_BUILTIN\x10\x05*l\n\x0b\x43lusterKind\x12\x1c\n\x18\x43LUSTER_KIND_UNSPECIFIED\x10\x00\x12#\n\x1f\x43LUSTER_KIND_ROOT_CERTIFICATION\x10\x01\x12\x1a\n\x16\x43LUSTER_KIND_LICENSING\x10\x02*W\n\nEnrollment\x12\x1a\n\x16\x45NROLLMENT_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45NROLLMENT_OFFLINE\x10\x01\x12\x15\n\x11\x45NROLLMENT_ONLINE\x10\x02*\x83\x01\n\nActivation\x12\x1a\n\x16\x41\x43TIVATION_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x41\x43TIVATION_SELF\x10\x01\x12\x17\n\x13\x41\x43TIVATION_INTERNET\x10\x02\x12\x13\n\x0f\x41\x43TIVATION_NONE\x10\x03\x12\x16\n\x12\x41\x43TIVATION_UNKNOWN\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'rmsfleet.v1.facts_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_VERSION']._serialized_start=492
-  _globals['_VERSION']._serialized_end=598
-  _globals['_CLUSTERKIND']._serialized_start=600
-  _globals['_CLUSTERKIND']._serialized_end=708
-  _globals['_ENROLLMENT']._serialized_start=710
-  _globals['_ENROLLMENT']._serialized_end=797
-  _globals['_ACTIVATION']._serialized_start=799
-  _globals['_ACTIVATION']._serialized_end=906
+  _globals['_VERSION']._serialized_start=543
+  _globals['_VERSION']._serialized_end=670
+  _globals['_CLUSTERKIND']._serialized_start=672
+  _globals['_CLUSTERKIND']._serialized_end=780
+  _globals['_ENROLLMENT']._serialized_start=782
+  _globals['_ENROLLMENT']._serialized_end=869
+  _globals['_ACTIVATION']._serialized_start=872
+  _globals['_ACTIVATION']._serialized_end=1003
   _globals['_SERVERFACTS']._serialized_start=41
   _globals['_SERVERFACTS']._serialized_end=225
-  _globals['_CLIENTFACTS']._serialized_start=227
-  _globals['_CLIENTFACTS']._serialized_end=341
-  _globals['_HOSTFACTS']._serialized_start=344
-  _globals['_HOSTFACTS']._serialized_end=490
+  _globals['_CLIENTFACTS']._serialized_start=228
+  _globals['_CLIENTFACTS']._serialized_end=392
+  _globals['_HOSTFACTS']._serialized_start=395
+  _globals['_HOSTFACTS']._serialized_end=541
 # @@protoc_insertion_point(module_scope)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from rmsfleet.collector.domain.model import ClusterKind, HostRecord, ServerFacts, Version
@@ -38,6 +38,8 @@ class VersionCounts:
     sp1: int = 0
     sp2: int = 0
     unknown: int = 0
+    # Clients only: the RMS client built into Windows Vista and later (D15).
+    builtin: int = 0
 
     @classmethod
     def of(cls, versions: Iterable[Version]) -> VersionCounts:
@@ -47,11 +49,17 @@ class VersionCounts:
             sp1=counts[Version.SP1],
             sp2=counts[Version.SP2],
             unknown=counts[Version.UNKNOWN],
+            builtin=counts[Version.BUILTIN],
         )
+
+    @classmethod
+    def from_names(cls, counts: Mapping[str, int]) -> VersionCounts:
+        """From counts keyed by the contract's version names (a GROUP BY's rows)."""
+        return cls(**{version.name.lower(): counts.get(version.value, 0) for version in Version})
 
     @property
     def total(self) -> int:
-        return self.rtm + self.sp1 + self.sp2 + self.unknown
+        return self.rtm + self.sp1 + self.sp2 + self.unknown + self.builtin
 
     def count(self, version: Version) -> int:
         return {
@@ -59,17 +67,19 @@ class VersionCounts:
             Version.SP1: self.sp1,
             Version.SP2: self.sp2,
             Version.UNKNOWN: self.unknown,
+            Version.BUILTIN: self.builtin,
         }[version]
 
     def as_dict(self) -> dict[str, int]:
-        """Keyed by the contract's version names (`RTM`, `SP1`, `SP2`, `UNKNOWN`), for JSON."""
+        """Keyed by the contract's version names (`RTM`, `SP1`, `SP2`, `UNKNOWN`, `BUILTIN`), for JSON."""
         return {version.value: self.count(version) for version in Version}
 
 
 class SelfActivation(enum.Enum):
-    """D10 for a cluster's clients. UNKNOWN clients never count as self-activating."""
+    """D10 for a cluster's clients. UNKNOWN clients never count as self-activating; the client
+    built into Windows Vista and later does (D15)."""
 
-    ALL = "all"  # every client is known to be at SP1 or later
+    ALL = "all"  # every client is known to be at SP1 or later, or built into Windows
     SOME = "some"  # at least one is, at least one is not (or is UNKNOWN)
     NONE = "none"  # no client is known to be at SP1 or later
     NO_CLIENTS = "no-clients"  # no client names this cluster: nothing to activate
@@ -197,7 +207,7 @@ def capabilities_of(
 def _self_activation(clients: VersionCounts) -> SelfActivation:
     if clients.total == 0:
         return SelfActivation.NO_CLIENTS
-    capable = clients.sp1 + clients.sp2
+    capable = clients.sp1 + clients.sp2 + clients.builtin
     if capable == clients.total:
         return SelfActivation.ALL
     return SelfActivation.SOME if capable else SelfActivation.NONE

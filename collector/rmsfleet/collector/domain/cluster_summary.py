@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from typing import Protocol
 
 from rmsfleet.collector.domain.capabilities import ClusterCapabilities, VersionCounts, capabilities_of
-from rmsfleet.collector.domain.model import ClusterKind, Version
+from rmsfleet.collector.domain.model import ClusterKind
 
 
 class ServerCount(Protocol):
@@ -37,12 +37,7 @@ class ClientCount(Protocol):
 
 
 def _counts(versions: Counter[str]) -> VersionCounts:
-    return VersionCounts(
-        rtm=versions[Version.RTM.value],
-        sp1=versions[Version.SP1.value],
-        sp2=versions[Version.SP2.value],
-        unknown=versions[Version.UNKNOWN.value],
-    )
+    return VersionCounts.from_names(versions)
 
 
 def _majority(counts: Counter[str], prefer: str | None = None) -> str:

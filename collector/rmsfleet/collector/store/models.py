@@ -41,6 +41,8 @@ class FactColumns:
     client_version: Mapped[str | None] = mapped_column(String(16))
     client_activation: Mapped[str | None] = mapped_column(String(16))
     client_cluster: Mapped[str | None] = mapped_column(String(URL_LENGTH))
+    # D17 (migration 0003): user profiles holding a machine certificate; NULL when not read.
+    client_activated_users: Mapped[int | None] = mapped_column(Integer)
 
 
 class HostRow(FactColumns, Base):

@@ -26,6 +26,7 @@ FACT_COLUMNS = (
     "client_version",
     "client_activation",
     "client_cluster",
+    "client_activated_users",
 )
 
 
@@ -43,6 +44,7 @@ def facts_to_columns(facts: HostFacts) -> dict[str, Any]:
         "client_version": client.version.value if client else None,
         "client_activation": client.activation.value if client else None,
         "client_cluster": client.cluster if client else None,
+        "client_activated_users": client.activated_users if client else None,
     }
 
 
@@ -71,6 +73,7 @@ def facts_from_columns(host_id: str, row: Any) -> HostFacts:
             version=_VERSIONS[row.client_version],
             activation=_ACTIVATIONS[row.client_activation],
             cluster=row.client_cluster,
+            activated_users=row.client_activated_users,
         )
     return HostFacts(host_id=host_id, hostname=row.hostname, forest=row.forest, server=server, client=client)
 
