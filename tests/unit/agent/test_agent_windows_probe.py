@@ -453,6 +453,7 @@ def test_the_cluster_name_and_port_come_from_the_logging_service_name() -> None:
     assert cluster_key_from_logging_service("DRMS_Logging_lic_corp_example_443") == ClusterKey("lic_corp_example", 443)
     assert cluster_key_from_logging_service("DRMS_Logging_") is None
     assert parse_cluster_key(" Lic_Corp_Example:443 ") == ClusterKey("lic_corp_example", 443)
+    assert ClusterKey("LIC_corp_example", 443) == ClusterKey("lic_corp_example", 443)
     with pytest.raises(ValueError, match="<cluster name>:<port>"):
         parse_cluster_key("lic_corp_example")
 

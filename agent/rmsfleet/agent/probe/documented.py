@@ -127,6 +127,10 @@ class ClusterKey:
     name: str
     port: int
 
+    def __post_init__(self) -> None:
+        # Normalised here, so a key built anywhere (the scanner's settings too) matches.
+        object.__setattr__(self, "name", self.name.strip().lower())
+
     def __str__(self) -> str:
         return f"{self.name}:{self.port}"
 
