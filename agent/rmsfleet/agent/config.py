@@ -23,7 +23,7 @@ import json
 import re
 import sys
 import tomllib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any, Literal
@@ -373,17 +373,20 @@ def load_config(
     file: Path | None,
     *,
     platform: str | None = None,
+    other_sections: Collection[str] = (),
 ) -> AgentConfig:
     """Merge defaults, the file, the environment and the flags (in rising precedence).
 
     `argv_values` maps setting names (the keys of FLAG_SETTINGS' values, e.g. "collectors",
     "state_dir", "tls.insecure") to flag values; None means "flag not given". `platform` (default
-    sys.platform) only chooses the default state directory. Raises ConfigError."""
+    sys.platform) only chooses the default state directory. `other_sections` are sections of the
+    file that another reader handles (the scanner's own, in a file that shares the agent's
+    collector, TLS, enrollment and sender sections): skipped here. Raises ConfigError."""
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     tables = _Tables()
     if file is not None:
-        tables = _load_file(file, values, sources)
+        tables = _load_file(file, values, sources, other_sections)
     for setting in _SETTINGS:
         env_name = setting.env
         if env_name is None:
@@ -419,7 +422,9 @@ class _Tables:
     clusters: tuple[tuple[ClusterKey, str], ...] = ()
 
 
-def _load_file(file: Path, values: dict[str, Any], sources: dict[str, str]) -> _Tables:
+def _load_file(
+    file: Path, values: dict[str, Any], sources: dict[str, str], other_sections: Collection[str] = ()
+) -> _Tables:
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
@@ -430,10 +435,12 @@ def _load_file(file: Path, values: dict[str, Any], sources: dict[str, str]) -> _
         # The decoder's message ends with "(at line N, column M)".
         raise ConfigError(f"{file}: not valid TOML: {exc}") from exc
     for section, table in document.items():
+        if section in other_sections:
+            continue
         if section in _RENAMED:
             raise ConfigError(f"{_at(file, text, section, None)}[{section}]: {_RENAMED[section]}")
         if section not in _SECTIONS:
-            known = ", ".join(f"[{name}]" for name in _SECTIONS)
+            known = ", ".join(f"[{name}]" for name in [*_SECTIONS, *other_sections])
             raise ConfigError(f"{_at(file, text, section, None)}[{section}]: unknown section; known sections: {known}")
         if not isinstance(table, dict):
             raise ConfigError(f"{_at(file, text, None, section)}{section}: expected a [{section}] table")
@@ -449,9 +456,13 @@ def _load_file(file: Path, values: dict[str, Any], sources: dict[str, str]) -> _
             where = f"{_at(file, text, section, key)}[{section}] {key}"
             values[setting.name] = _parse(setting, raw, file.parent, where)
             sources[setting.name] = _at(file, text, section, key).rstrip(": ")
+
+    def own_table(name: str) -> Any:
+        return {} if name in other_sections else document.get(name, {})
+
     return _Tables(
-        rules=_version_rules(file, text, document.get("versions", {})),
-        clusters=_cluster_urls(file, text, document.get("clusters", {})),
+        rules=_version_rules(file, text, own_table("versions")),
+        clusters=_cluster_urls(file, text, own_table("clusters")),
     )
 
 
