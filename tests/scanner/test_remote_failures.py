@@ -112,3 +112,18 @@ def test_a_stopped_remote_registry_is_remote_registry_off(fake_host: StartHost) 
     failure = scan_failure(host.target(), host.credentials, RemoteOptions(timeout=10))
     assert failure.reason is ScanReason.REMOTE_REGISTRY_OFF
     assert "Remote Registry" in failure.message
+
+
+@pytest.mark.parametrize("smb1_only", [True, False])
+def test_a_host_that_goes_away_mid_scan_is_a_scan_failure(fake_host: StartHost, smb1_only: bool) -> None:
+    running = fake_host(FakeWindowsHost("GONE01", windows_version=WINDOWS_XP, smb1_only=smb1_only))
+    with open_remote_host(running.target(), running.credentials, RemoteOptions(timeout=5)) as host:
+        assert host.registry.key_exists("SOFTWARE\\Microsoft")
+        running.server.stop()
+        with pytest.raises(ScanFailure) as raised:
+            host.registry.read_value("SOFTWARE\\Microsoft\\Windows NT\\CurrentVersion", "CurrentVersion")
+        with pytest.raises(ScanFailure):
+            host.files.list_dir("%SystemRoot%\\system32")
+    # Leaving the block closed what was left without raising.
+    assert raised.value.reason in (ScanReason.UNREACHABLE, ScanReason.PROTOCOL)
+    assert "\n" not in str(raised.value)
