@@ -121,18 +121,29 @@ class DecodeGuard(grpc.ServerInterceptor):
 
     def __init__(self, metrics: CollectorMetrics) -> None:
         self._metrics = metrics
+        # gRPC asks for the handler on every call: build each method's guarded handler once.
+        self._guarded: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
     def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        method: str = details.method
+        cached = self._guarded.get(method)
+        if cached is not None:
+            return cached
         handler = continuation(details)
         if handler is None or handler.unary_unary is None or handler.request_deserializer is None:
             return handler
+        guarded = self._guard(method, handler)
+        self._guarded[method] = guarded
+        return guarded
+
+    def _guard(self, method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
         decode = handler.request_deserializer
         behaviour = handler.unary_unary
-        method: str = details.method
+        assert decode is not None and behaviour is not None
         message_type = _message_type(decode)
 
         def guarded(request: Any, context: grpc.ServicerContext) -> Any:
