@@ -116,6 +116,8 @@ class Evaluator:
         self._dirty = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="evaluator", daemon=True)
+        # Hosts whose unreadable row was logged already: logged again only once readable between.
+        self._unreadable_logged: set[str] = set()
         self.progress = LoopProgress("evaluator", stall_after)
         self.progress.watch(self._thread)
         metrics.loop_healthy.labels(loop="evaluator").set_function(lambda: float(self.progress.healthy()))
@@ -217,17 +219,21 @@ class Evaluator:
         return changes
 
     def _left_out(self, unreadable: Sequence[UnreadableRow], kind: str) -> set[str]:
-        """Log the hosts a pass left out; a full pass, which reads every host, sets the gauge."""
+        """Log the hosts a pass left out (each once while it stays unreadable, not every pass); a
+        full pass, which reads every host, sets the gauge."""
         left_out = {problem.host_id for problem in unreadable}
+        new = [problem for problem in unreadable if problem.host_id not in self._unreadable_logged]
+        self._unreadable_logged |= left_out
         if kind == "full":
             self._metrics.evaluation_unreadable_hosts.set(len(left_out))
-        if unreadable:
-            shown = "; ".join(str(problem) for problem in unreadable[:3])
-            more = f" (and {len(unreadable) - 3} more)" if len(unreadable) > 3 else ""
+            self._unreadable_logged = left_out
+        if new:
+            shown = "; ".join(str(problem) for problem in new[:3])
+            more = f" (and {len(new) - 3} more)" if len(new) > 3 else ""
             log.warning(
                 "%s evaluation left out %d host(s) whose stored row cannot be read: %s%s; fix or delete the row",
                 kind,
-                len(left_out),
+                len({problem.host_id for problem in new}),
                 shown,
                 more,
             )
