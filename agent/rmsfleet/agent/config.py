@@ -23,7 +23,7 @@ import json
 import re
 import sys
 import tomllib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any, Literal
@@ -315,17 +315,20 @@ def load_config(
     file: Path | None,
     *,
     platform: str | None = None,
+    other_sections: Collection[str] = (),
 ) -> AgentConfig:
     """Merge defaults, the file, the environment and the flags (in rising precedence).
 
     `argv_values` maps setting names (the keys of FLAG_SETTINGS' values, e.g. "collectors",
     "state_dir", "tls.insecure") to flag values; None means "flag not given". `platform` (default
-    sys.platform) only chooses the default state directory. Raises ConfigError."""
+    sys.platform) only chooses the default state directory. `other_sections` are sections of the
+    file that another reader handles (the scanner's own, in a file that shares the agent's
+    collector, TLS, enrollment and sender sections): skipped here. Raises ConfigError."""
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     overrides: tuple[VersionRule, ...] = ()
     if file is not None:
-        overrides = _load_file(file, values, sources)
+        overrides = _load_file(file, values, sources, other_sections)
     for setting in _SETTINGS:
         env_name = setting.env
         if env_name is None:
@@ -353,7 +356,9 @@ def load_config(
     return config
 
 
-def _load_file(file: Path, values: dict[str, Any], sources: dict[str, str]) -> tuple[VersionRule, ...]:
+def _load_file(
+    file: Path, values: dict[str, Any], sources: dict[str, str], other_sections: Collection[str] = ()
+) -> tuple[VersionRule, ...]:
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
@@ -364,8 +369,10 @@ def _load_file(file: Path, values: dict[str, Any], sources: dict[str, str]) -> t
         # The decoder's message ends with "(at line N, column M)".
         raise ConfigError(f"{file}: not valid TOML: {exc}") from exc
     for section, table in document.items():
+        if section in other_sections:
+            continue
         if section not in _SECTIONS:
-            known = ", ".join(f"[{name}]" for name in _SECTIONS)
+            known = ", ".join(f"[{name}]" for name in [*_SECTIONS, *other_sections])
             raise ConfigError(f"{_at(file, text, section, None)}[{section}]: unknown section; known sections: {known}")
         if not isinstance(table, dict):
             raise ConfigError(f"{_at(file, text, None, section)}{section}: expected a [{section}] table")
