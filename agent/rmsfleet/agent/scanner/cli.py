@@ -101,10 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="start a stopped Remote Registry service over SVCCTL and restore it afterwards (default off)",
     )
     parser.add_argument("--json", action="store_true", help="print each scan's per-target results as JSON on stdout")
-    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default) or ERROR (RMSFLEET_LOG_LEVEL)")
+    parser.add_argument(
+        "--log-level", default=None, help="DEBUG, INFO, WARNING (default) or ERROR (RMSFLEET_LOG_LEVEL)"
+    )
     parser.add_argument("--password", nargs="?", action=_NoSecretsOnTheCommandLine, help=argparse.SUPPRESS)
     collector = parser.add_argument_group("collector (as for rmsfleet-agent)")
-    collector.add_argument("--collector", dest="collectors", action="append", help="collector HOST:PORT (RMSFLEET_COLLECTOR)")
+    collector.add_argument(
+        "--collector", dest="collectors", action="append", help="collector HOST:PORT (RMSFLEET_COLLECTOR)"
+    )
     collector.add_argument("--state-dir", dest="state_dir", help="outboxes and node keys (RMSFLEET_STATE_DIR)")
     collector.add_argument("--deadline", dest="sender.rpc_deadline_seconds", help="seconds per RPC (RMSFLEET_DEADLINE)")
     collector.add_argument("--tls-ca", dest="tls.ca_file", help="CA of the collector's certificate (RMSFLEET_TLS_CA)")

@@ -357,9 +357,7 @@ def _versions(file: _File, section: str, raw: object) -> tuple[tuple[str, str, s
             if not _DOTTED.match(prefix):
                 raise file.fail(sub, json.dumps(prefix), "expected a dotted version such as 5.2.3790.134")
             if not isinstance(release, str) or release.strip().upper() not in RELEASES:
-                raise file.fail(
-                    sub, json.dumps(prefix), f"expected one of {', '.join(RELEASES)}, got {_show(release)}"
-                )
+                raise file.fail(sub, json.dumps(prefix), f"expected one of {', '.join(RELEASES)}, got {_show(release)}")
             found.append((role, prefix, release.strip().upper()))
     return tuple(found)
 
@@ -438,11 +436,15 @@ def _read_scanner_sections(path: Path) -> _Scanner:
         section = f"hosts.{json.dumps(name)}"
         hosts[name.lower()] = _scope(file, section, _table(file, section, None, table), _SCOPE_KEYS)
     return _Scanner(
-        targets_file=None if get("targets_file") is None else _value(file, "scan", "targets_file", lambda v: _path(v, base), get("targets_file")),
+        targets_file=None
+        if get("targets_file") is None
+        else _value(file, "scan", "targets_file", lambda v: _path(v, base), get("targets_file")),
         credentials_file=None
         if get("credentials_file") is None
         else _value(file, "scan", "credentials_file", lambda v: _path(v, base), get("credentials_file")),
-        concurrency=None if get("concurrency") is None else _value(file, "scan", "concurrency", _count, get("concurrency")),
+        concurrency=None
+        if get("concurrency") is None
+        else _value(file, "scan", "concurrency", _count, get("concurrency")),
         interval=None if get("interval") is None else _value(file, "scan", "interval", _seconds, get("interval")),
         top=top,
         smb=smb,

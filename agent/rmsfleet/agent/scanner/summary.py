@@ -140,7 +140,7 @@ def result_json(result: TargetResult) -> dict[str, Any]:
         "outcome": result.outcome.value,
         "message": result.message,
         "notes": list(result.notes),
-        "readings": {what: value for what, value in result.readings},
+        "readings": dict(result.readings),
         "dialect": result.dialect,
         "seconds": round(result.seconds, 3),
         "facts": None if result.facts is None else facts_to_json(result.facts),
