@@ -290,7 +290,10 @@ def _log_result(result: TargetResult) -> None:
     elif result.outcome is Outcome.RMS_NOT_FOUND:
         log.info("%s: no RMS server or client", name)
     else:
-        log.warning("%s: %s: %s", name, result.outcome.value, result.message or "")
+        message = result.message or ""
+        if not message.startswith(result.target.name):
+            message = f"{name}: {message}"
+        log.warning("%s: %s", result.outcome.value, message)
     for note in result.notes:
         log.info("%s: %s", name, note)
 

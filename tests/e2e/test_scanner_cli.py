@@ -1,0 +1,99 @@
+"""`rmsfleet-scan` as a real process: what it refuses before touching the network, an unreachable
+target (nothing listens on its port), and where the password may never appear."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+from processes import start_collector
+from scanner_run import PASSWORD, run_scan, tree_text
+
+pytestmark = pytest.mark.e2e
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["10.0.0.0/24"], "argument 1 ('10.0.0.0/24'): '10.0.0.0/24' is a network range"),
+        (["rms01"], "rms01: no forest configured (the scanner never guesses it)"),
+        (["--forest", "corp.example", "rms01", "RMS01"], "RMS01 is already listed at argument 1"),
+        (["--forest", "corp.example", "rms01 group=ams"], "group 'ams' has no [groups.ams] table"),
+        (["--forest", "corp.example", "--concurrency", "0", "rms01"], "--concurrency: expected a whole number"),
+        (["--forest", "corp.example"], "no targets"),
+    ],
+)
+def test_bad_targets_or_settings_exit_2_with_one_line(tmp_path: Path, args: list[str], message: str) -> None:
+    done = run_scan("--collector", "127.0.0.1:1", "--state-dir", str(tmp_path / "state"), *args)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+def test_a_password_on_the_command_line_is_refused_without_echoing_it(tmp_path: Path) -> None:
+    done = run_scan("--forest", "corp.example", "--password", PASSWORD, "rms01", password=None)
+    assert done.returncode == 2
+    assert "passwords are never taken on the command line" in done.stderr
+    assert PASSWORD not in done.stdout + done.stderr
+
+
+def test_a_credentials_file_others_may_read_is_refused(tmp_path: Path) -> None:
+    credentials = tmp_path / "scan.credentials"
+    credentials.write_text(f'username = "rmsscan"\npassword = "{PASSWORD}"\n')
+    credentials.chmod(0o644)
+    done = run_scan(
+        "--collector",
+        "127.0.0.1:1",
+        "--forest",
+        "corp.example",
+        "--credentials-file",
+        str(credentials),
+        "rms01",
+        password=None,
+    )
+    assert done.returncode == 2
+    assert f"credentials file {credentials}: readable by others than its owner (mode 0644)" in done.stderr
+    assert PASSWORD not in done.stdout + done.stderr
+
+
+def test_a_closed_port_is_unreachable_and_nothing_reaches_the_collector(tmp_path: Path, sqlite_url: str) -> None:
+    collector = start_collector(tmp_path, sqlite_url)
+    state = tmp_path / "state"
+    try:
+        port = closed_port()
+        done = run_scan(
+            "--collector",
+            collector.address,
+            "--state-dir",
+            str(state),
+            "--forest",
+            "corp.example",
+            "--timeout",
+            "5",
+            "--json",
+            "--log-level",
+            "DEBUG",
+            f"xp-closed 127.0.0.1:{port}",
+        )
+        assert done.returncode == 1, done.stderr
+        target = done.targets()["xp-closed"]
+        assert target["outcome"] == "unreachable", target
+        assert str(port) in target["message"]
+        assert target["facts"] is None and target["delivery"] is None
+        summary = done.document()["summary"]
+        assert (summary["scanned"], summary["unreachable"], summary["reported"]) == (1, 1, 0)
+        assert "unreachable" in done.stderr and "Traceback" not in done.stderr
+        # DEBUG logs everything the scanner and impacket say: still no password anywhere.
+        assert PASSWORD not in done.stdout + done.stderr + tree_text(state)
+        assert collector.cli_json("hosts") == []
+    finally:
+        collector.stop()
