@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 
 from rmsfleet.agent.config import ConfigError
+from rmsfleet.agent.probe.documented import ClusterKey
+from rmsfleet.agent.probe.version_map import Role
 from rmsfleet.agent.scanner.settings import ScanConfig, ScanFlags, SmbSettings, load_scan_config
+from rmsfleet.contract.facts import Version
 
 CONFIG = """\
 [agent]
@@ -58,16 +61,17 @@ def test_levels_merge_scan_then_group_then_host(tmp_path: Path) -> None:
     assert config.concurrency == 8 and config.interval is None
     plain = config.for_target("rms01", None)
     assert (plain.forest, plain.timeout, plain.smb) == ("corp.example", 20.0, SmbSettings())
-    assert plain.clusters == (("rms_corp_example", 443, "https://rms.corp.example"),)
+    assert plain.documented.clusters.url_for(ClusterKey("rms_corp_example", 443)) == "https://rms.corp.example"
     host = config.for_target("RMS09.ams.corp.example", "amsterdam")
-    assert (host.forest, host.timeout, host.server_cluster) == (
-        "ams.corp.example",
-        60.0,
-        "https://rms9.ams.corp.example",
-    )
+    assert (host.forest, host.timeout) == ("ams.corp.example", 60.0)
+    assert host.documented.clusters.server == "https://rms9.ams.corp.example"
     assert host.smb == SmbSettings(allow_smb1=False, start_remote_registry=True)
-    assert {c[0] for c in host.clusters} == {"rms_corp_example", "rms_ams"}
-    assert set(host.versions) == {("client", "5.2.3790.100", "SP1"), ("client", "5.2.3790.200", "SP2")}
+    assert {key.name for key, _url in host.documented.clusters.by_name} == {"rms_corp_example", "rms_ams"}
+    versions = host.documented.versions
+    assert versions.release(Role.CLIENT, "5.2.3790.100") is Version.SP1
+    assert versions.release(Role.CLIENT, "5.2.3790.200") is Version.SP2
+    assert versions.release(Role.SERVER, "5.2.3790.300") is Version.SP2  # [MS-RMPRS], built in
+    assert plain.documented.versions.release(Role.CLIENT, "5.2.3790.200") is Version.UNKNOWN
 
 
 def test_flags_beat_the_environment_which_beats_the_file(tmp_path: Path) -> None:
@@ -102,10 +106,13 @@ def test_the_state_directory_defaults_to_the_scanners_own(tmp_path: Path) -> Non
         ),
         (
             "[clusters]\n'rms:443' = 'ftp://rms'\n",
-            "scan.toml:2: [clusters] rms:443: expected an http:// or https:// URL",
+            'scan.toml:2: [clusters] "rms:443": expected an http(s) URL of an RMS cluster, got "ftp://rms"',
         ),
         ("[versions.client]\n'5.2.x' = 'SP1'\n", 'scan.toml:2: [versions.client] "5.2.x": expected a dotted version'),
-        ("[versions.client]\n'5.2' = 'SP3'\n", 'expected one of RTM, SP1, SP2, UNKNOWN, got "SP3"'),
+        (
+            "[versions.client]\n'5.2' = 'SP3'\n",
+            'scan.toml:2: [versions.client] "5.2": expected one of RTM, SP1, SP2, UNKNOWN',
+        ),
         (
             "[groups.a]\n\n[groups.b]\nsmb = { allow_smb1 = 'yes' }\n",
             "scan.toml:4: [groups.b.smb] allow_smb1: expected true or false",
@@ -113,6 +120,10 @@ def test_the_state_directory_defaults_to_the_scanners_own(tmp_path: Path) -> Non
         (
             "[agent]\ninterval_seconds = 60\n",
             "scan.toml:2: interval_seconds: an agent setting the scanner does not use",
+        ),
+        (
+            "[groups.a]\nversions = { client = { '5.2' = 'SP3' } }\n",
+            'scan.toml:2: [groups.a.versions.client] "5.2": expected one of RTM, SP1, SP2, UNKNOWN',
         ),
         ("[sender]\ninitial_backof = 1\n", "scan.toml:2: [sender] initial_backof: unknown key"),
         ("[scann]\n", "[scann]: unknown section; known sections:"),

@@ -53,7 +53,7 @@ class RecordedVersions:
 
     def __init__(self, versions: Mapping[str, FileVersion], denied: tuple[str, ...] = ()) -> None:
         self._versions = {_norm(path): version for path, version in versions.items()}
-        self._denied = {_norm(path): path for path in denied}
+        self._denied = [(_norm(path).rstrip("\\"), path) for path in denied]
 
     @classmethod
     def from_json(cls, document: Mapping[str, Any], denied: tuple[str, ...] = ()) -> RecordedVersions:
@@ -73,8 +73,10 @@ class RecordedVersions:
 
     def file_version(self, path: str) -> FileVersion | None:
         normal = _norm(path)
-        if normal in self._denied:
-            raise FileAccessDenied(self._denied[normal])
+        # A denied folder denies the files below it, as on the host.
+        for denied, spelled in self._denied:
+            if normal == denied or normal.startswith(denied + "\\"):
+                raise FileAccessDenied(spelled)
         return self._versions.get(normal)
 
 

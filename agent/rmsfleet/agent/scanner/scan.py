@@ -25,19 +25,10 @@ from typing import Any, Protocol
 from rmsfleet.agent.multihost import DrainResult, HostOutboxes, HostStatus
 from rmsfleet.agent.outbox import OutboxError
 from rmsfleet.agent.probe.base import ProbeAccessDenied, ProbeError
-from rmsfleet.agent.probe.documented import (
-    ClusterKey,
-    ClusterUrls,
-    DocumentedHost,
-    DocumentedSettings,
-    HostIdentity,
-    HostSources,
-    read_documented_host,
-)
+from rmsfleet.agent.probe.documented import DocumentedHost, HostIdentity, HostSources, read_documented_host
 from rmsfleet.agent.probe.documented import HostStatus as MappingStatus
 from rmsfleet.agent.probe.files import FileReader
 from rmsfleet.agent.probe.registry import RegistryReader
-from rmsfleet.agent.probe.version_map import Role, VersionMap, configured_rule
 from rmsfleet.agent.probe.version_resource import VersionResourceReader
 from rmsfleet.agent.scanner.remote import Credentials, RemoteOptions, ScanFailure, ScanReason, Target
 from rmsfleet.agent.scanner.settings import TargetSettings
@@ -138,20 +129,6 @@ def remote_options(settings: TargetSettings) -> RemoteOptions:
     )
 
 
-def documented_settings(settings: TargetSettings) -> DocumentedSettings:
-    """The mapping's settings for one target: the built-in known version rules plus the
-    configured ones, and the configured cluster URLs."""
-    rules = [configured_rule(Role(role), prefix, release) for role, prefix, release in settings.versions]
-    return DocumentedSettings(
-        versions=VersionMap.with_defaults(rules),
-        clusters=ClusterUrls(
-            by_name=tuple((ClusterKey(name, port), url) for name, port, url in settings.clusters),
-            server=settings.server_cluster,
-            client=settings.client_cluster,
-        ),
-    )
-
-
 def identity_of(target: ListedTarget, settings: TargetSettings) -> HostIdentity:
     """The host is who it was listed as (never what SMB or the registry claim: a Samba, a clone or
     a renamed host would say otherwise). The forest is configured (checked before scanning)."""
@@ -173,7 +150,7 @@ def read_target(
         with opener(remote, credentials, remote_options(settings)) as host:
             sources = HostSources(registry=host.registry, files=host.files, versions=host.versions)
             documented: DocumentedHost = read_documented_host(
-                sources, documented_settings(settings), identity_of(target, settings)
+                sources, settings.documented, identity_of(target, settings)
             )
             dialect = str(host.dialect)
     except ScanFailure as failure:

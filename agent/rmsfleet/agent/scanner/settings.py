@@ -1,9 +1,11 @@
 """The scanner's configuration: one TOML file (`--config`, `RMSFLEET_SCAN_CONFIG`), flags and
 the environment, read once into a frozen ScanConfig.
 
-The file shares the agent's sections for reaching the collector, read by the agent's own loader
-(so they mean, and are checked, exactly as in agent.toml): `[agent]` (only `collectors` and
-`state_dir`), `[sender]`, `[tls]`, `[enroll]`, `[outbox]`. The scanner's own sections:
+The file shares the agent's sections, read by the agent's own loader (so they mean, and are
+checked, exactly as in agent.toml): for reaching the collector `[agent]` (only `collectors` and
+`state_dir`), `[sender]`, `[tls]`, `[enroll]`, `[outbox]`; for reading hosts, the mapping's
+`[clusters]`, `[versions.server]`/`[versions.client]` and `[windows]` (paths). The scanner's own
+sections are `[scan]`, `[smb]`, `[groups.NAME]` and `[hosts."NAME"]`:
 
     [scan]
     targets_file = "targets.txt"       # relative paths are relative to this file
@@ -35,8 +37,8 @@ The file shares the agent's sections for reaching the collector, read by the age
     server_cluster = "https://rms.corp.example"
     client_cluster = "https://rms.corp.example"
 
-A host's settings are the `[scan]`/`[smb]`/`[clusters]`/`[versions]` ones, then its group's,
-then its own, each level replacing single values and adding to the tables.
+A host's settings are the file's top-level ones, then its group's, then its own, each level
+replacing single values and adding to (or replacing entries of) the cluster and version tables.
 
 Every error is one line naming the file and line (`scan.toml:12: [groups.ams] timeout: expected a
 number of seconds > 0, got "x"`), or the flag or variable.
@@ -52,11 +54,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from rmsfleet.agent.config import AgentConfig, ConfigError, load_config
+from rmsfleet.agent.probe.documented import (
+    ClusterKey,
+    ClusterUrls,
+    DocumentedSettings,
+    normalize_cluster_url,
+    parse_cluster_key,
+)
+from rmsfleet.agent.probe.version_map import Role, VersionMap, VersionRule, configured_rule
 
-SCANNER_SECTIONS = ("scan", "smb", "clusters", "versions", "groups", "hosts")
+SCANNER_SECTIONS = ("scan", "smb", "groups", "hosts")
 CONFIG_ENV = "RMSFLEET_SCAN_CONFIG"
 DEFAULT_CONCURRENCY = 32
 DEFAULT_TIMEOUT = 30.0
@@ -78,13 +87,20 @@ AGENT_SETTINGS_USED = frozenset(
         "tls.insecure",
         "enroll_secret_file",
         "outbox_max_changes",
+        "windows.drms_key",
+        "windows.service_location_key",
+        "windows.server_assembly_folders",
+        "windows.server_assembly_suffix",
+        "windows.kernel",
+        "windows.msdrm",
+        "windows.profile_certificate",
+        "windows.builtin_profile_certificate",
+        "windows.rtm_machine_certificate",
     }
 )
 _SCOPE_KEYS = ("forest", "timeout", "server_cluster", "client_cluster", "clusters", "versions", "smb")
 _SCAN_KEYS = ("targets_file", "credentials_file", "concurrency", "timeout", "interval", "forest")
 _SMB_KEYS = ("allow_smb1", "start_remote_registry", "system_drive_share")
-_CLUSTER_KEY = re.compile(r"^(?P<name>[^\s:]+):(?P<port>\d{1,5})$")
-_DOTTED = re.compile(r"^\d{1,10}(\.\d{1,10}){0,7}$")
 _SHARE = re.compile(r"^[A-Za-z0-9_$.-]{1,80}$")
 
 
@@ -103,8 +119,8 @@ class Scope:
     timeout: float | None = None
     server_cluster: str | None = None
     client_cluster: str | None = None
-    clusters: tuple[tuple[str, int, str], ...] = ()  # (cluster name lower-cased, port, URL)
-    versions: tuple[tuple[str, str, str], ...] = ()  # (role, dotted prefix, release)
+    clusters: tuple[tuple[ClusterKey, str], ...] = ()
+    versions: tuple[VersionRule, ...] = ()
     smb: tuple[tuple[str, object], ...] = ()  # (SmbSettings field, value)
 
 
@@ -115,10 +131,7 @@ class TargetSettings:
     forest: str | None
     timeout: float
     smb: SmbSettings
-    server_cluster: str | None
-    client_cluster: str | None
-    clusters: tuple[tuple[str, int, str], ...]
-    versions: tuple[tuple[str, str, str], ...]
+    documented: DocumentedSettings  # what the mapping (probe/documented.py) needs
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -143,26 +156,33 @@ class ScanConfig:
         host = self.hosts.get(name.lower())
         if host is not None:
             levels.append(host)
-        forest = timeout = server_cluster = client_cluster = None
-        clusters: dict[tuple[str, int], str] = {}
-        versions: dict[tuple[str, str], str] = {}
+        base = self.agent.documented_settings()
+        forest: str | None = None
+        timeout: float | None = None
+        server_cluster = base.clusters.server
+        client_cluster = base.clusters.client
+        clusters = dict(base.clusters.by_name)
+        rules = {(rule.role, rule.prefix): rule for rule in self.agent.version_map.overrides}
         smb = self.smb
         for level in levels:
             forest = level.forest or forest
             timeout = level.timeout or timeout
             server_cluster = level.server_cluster or server_cluster
             client_cluster = level.client_cluster or client_cluster
-            clusters.update({(name_, port): url for name_, port, url in level.clusters})
-            versions.update({(role, prefix): release for role, prefix, release in level.versions})
+            clusters.update(level.clusters)
+            rules.update({(rule.role, rule.prefix): rule for rule in level.versions})
             smb = replace(smb, **dict(level.smb))  # type: ignore[arg-type]
         return TargetSettings(
             forest=forest,
             timeout=timeout or DEFAULT_TIMEOUT,
             smb=smb,
-            server_cluster=server_cluster,
-            client_cluster=client_cluster,
-            clusters=tuple((n, p, u) for (n, p), u in sorted(clusters.items())),
-            versions=tuple((r, p, v) for (r, p), v in sorted(versions.items())),
+            documented=DocumentedSettings(
+                paths=base.paths,
+                versions=VersionMap.with_defaults(rules.values()),
+                clusters=ClusterUrls(
+                    by_name=tuple(sorted(clusters.items())), server=server_cluster, client=client_cluster
+                ),
+            ),
         )
 
 
@@ -230,13 +250,13 @@ def _text(value: object) -> str:
 
 
 def _url(value: object) -> str:
-    text = _text(value) if isinstance(value, str) else None
-    if text is None:
+    if not isinstance(value, str):
         raise _Bad("an http:// or https:// URL", value)
-    parts = urlsplit(text)
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        raise _Bad("an http:// or https:// URL", value)
-    return text
+    try:
+        normalize_cluster_url(_text(value))
+    except ValueError:
+        raise _Bad("an http:// or https:// URL", value) from None
+    return value.strip()
 
 
 def _path(value: object, base: Path) -> Path:
@@ -333,32 +353,30 @@ def _table(file: _File, section: str, key: str | None, raw: object) -> dict[str,
     return raw
 
 
-def _clusters(file: _File, section: str, raw: object) -> tuple[tuple[str, int, str], ...]:
-    found: list[tuple[str, int, str]] = []
+def _clusters(file: _File, section: str, raw: object) -> tuple[tuple[ClusterKey, str], ...]:
+    found: list[tuple[ClusterKey, str]] = []
     for key, url in _table(file, section, None, raw).items():
-        match = _CLUSTER_KEY.match(key)
-        if match is None or not 1 <= int(match.group("port")) <= 65535:
-            raise file.fail(
-                section,
-                json.dumps(key),
-                'expected "<cluster name>:<port>" (as in the registry\'s DRMS_Config_<cluster name>_<port>)',
-            )
-        found.append((match.group("name").lower(), int(match.group("port")), _value(file, section, key, _url, url)))
+        try:
+            cluster = parse_cluster_key(key)
+        except ValueError as exc:
+            raise file.fail(section, json.dumps(key), str(exc)) from None
+        found.append((cluster, _value(file, section, key, _url, url)))
     return tuple(found)
 
 
-def _versions(file: _File, section: str, raw: object) -> tuple[tuple[str, str, str], ...]:
-    found: list[tuple[str, str, str]] = []
+def _versions(file: _File, section: str, raw: object) -> tuple[VersionRule, ...]:
+    found: list[VersionRule] = []
     for role, rules in _table(file, section, None, raw).items():
         if role not in ("server", "client"):
             raise file.fail(section, role, "unknown role; expected server or client")
         sub = f"{section}.{role}"
         for prefix, release in _table(file, sub, None, rules).items():
-            if not _DOTTED.match(prefix):
-                raise file.fail(sub, json.dumps(prefix), "expected a dotted version such as 5.2.3790.134")
-            if not isinstance(release, str) or release.strip().upper() not in RELEASES:
+            if not isinstance(release, str):
                 raise file.fail(sub, json.dumps(prefix), f"expected one of {', '.join(RELEASES)}, got {_show(release)}")
-            found.append((role, prefix, release.strip().upper()))
+            try:
+                found.append(configured_rule(Role(role), prefix, release))
+            except ValueError as exc:
+                raise file.fail(sub, json.dumps(prefix), str(exc)) from None
     return tuple(found)
 
 
@@ -420,12 +438,9 @@ def _read_scanner_sections(path: Path) -> _Scanner:
         if key not in _SCAN_KEYS:
             raise file.fail("scan", key, f"unknown key; known keys: {', '.join(_SCAN_KEYS)}")
     get = scan.get
+    # [clusters] and [versions] at the top are the agent's (read by its loader); [scan] adds
+    # forest and timeout to them.
     top = _scope(file, "scan", {k: v for k, v in scan.items() if k in ("forest", "timeout")}, _SCOPE_KEYS)
-    top = replace(
-        top,
-        clusters=_clusters(file, "clusters", document.get("clusters", {})),
-        versions=_versions(file, "versions", document.get("versions", {})),
-    )
     smb = SmbSettings(**dict(_smb(file, "smb", document.get("smb", {}))))  # type: ignore[arg-type]
     groups: dict[str, Scope] = {}
     for name, table in _table(file, "groups", None, document.get("groups", {})).items():
