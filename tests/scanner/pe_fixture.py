@@ -118,7 +118,8 @@ def main(argv: list[str]) -> int:
         return 2
     try:
         version = parse_version(argv[1])
-        build_version_dll(Path(argv[0]), version, *(argv[2:]))
+        product = argv[2] if len(argv) == 3 else "Microsoft Windows"
+        build_version_dll(Path(argv[0]), version, product)
     except (ValueError, RuntimeError, OSError) as exc:
         print(f"pe_fixture.py: {exc}", file=sys.stderr)
         return 1

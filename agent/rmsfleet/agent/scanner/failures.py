@@ -85,8 +85,9 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def failure_from(exc: BaseException, target: Target, doing: str) -> ScanFailure:
-    """Classify an exception raised while `doing` something with `target`."""
+def failure_from(exc: BaseException, target: Target, doing: str, *, logon: bool = False) -> ScanFailure:
+    """Classify an exception raised while `doing` something with `target`; `logon`: it was the
+    logon, so a refusal means the account (wrong password, disabled...) and not a resource."""
     from impacket import nmb
     from impacket.krb5.kerberosv5 import KerberosError
 
@@ -105,7 +106,7 @@ def failure_from(exc: BaseException, target: Target, doing: str) -> ScanFailure:
     if isinstance(exc, KerberosError):
         return ScanFailure(ScanReason.ACCESS_DENIED, f"{where}: Kerberos refused the logon ({describe(exc)})")
     code = nt_status(exc)
-    if code is not None and code in LOGON_REFUSED and doing == "logging on":
+    if logon and code in LOGON_REFUSED:
         return ScanFailure(ScanReason.ACCESS_DENIED, f"{where}: logon refused ({status_name(code)})")
     if code == STATUS_ACCESS_DENIED:
         return ScanFailure(ScanReason.ACCESS_DENIED, f"{where}: access denied while {doing}")

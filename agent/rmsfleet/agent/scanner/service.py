@@ -54,7 +54,10 @@ def service_state(session: SmbSession, name: str, timeout: float) -> tuple[int, 
     """(current state, start type) of the service `name`, as SVCCTL reports them."""
     from impacket.dcerpc.v5 import scmr
 
-    dce, handle = _open_service(session, name, timeout)
+    try:
+        dce, handle = _open_service(session, name, timeout)
+    except Exception as exc:
+        raise failure_from(exc, session.target, f"querying the {name} service") from None
     try:
         state = scmr.hRQueryServiceStatus(dce, handle)["lpServiceStatus"]["dwCurrentState"]
         start_type = scmr.hRQueryServiceConfigW(dce, handle)["lpServiceConfig"]["dwStartType"]
@@ -69,15 +72,20 @@ def service_state(session: SmbSession, name: str, timeout: float) -> tuple[int, 
 def start_service(session: SmbSession, name: str, timeout: float) -> StartedService | None:
     """Start the stopped service `name` (enabling it first if disabled) and wait until it runs.
 
-    Returns None when it was running already (nothing to restore). Raises ScanFailure
+    Returns None when it was running or starting already (nothing to restore). Raises ScanFailure
     REMOTE_REGISTRY_OFF when it cannot be started, naming what the host said."""
     from impacket.dcerpc.v5 import scmr
 
-    dce, handle = _open_service(session, name, timeout)
+    try:
+        dce, handle = _open_service(session, name, timeout)
+    except Exception as exc:
+        raise _cannot_start(exc, session, name) from None
     started: StartedService | None = None
     try:
         state = scmr.hRQueryServiceStatus(dce, handle)["lpServiceStatus"]["dwCurrentState"]
-        if state == scmr.SERVICE_RUNNING:
+        if state != scmr.SERVICE_STOPPED:
+            # Running, or on its way (someone else started it): not this scan's to stop later.
+            _wait_running(dce, handle, timeout, f"{session.target.name}: the {name} service")
             with contextlib.suppress(Exception):
                 dce.disconnect()
             return None
@@ -88,40 +96,36 @@ def start_service(session: SmbSession, name: str, timeout: float) -> StartedServ
         started = StartedService(session, dce, handle, name, disabled)
         scmr.hRStartServiceW(dce, handle)
         _wait_running(dce, handle, timeout, f"{session.target.name}: the {name} service")
-    except ScanFailure:
+    except BaseException as exc:
         if started is not None:
-            started.restore()
-        raise
-    except Exception as exc:
-        if started is not None:
-            started.restore()
+            started.restore()  # also closes the pipe
         else:
             with contextlib.suppress(Exception):
                 dce.disconnect()
+        if isinstance(exc, ScanFailure) or not isinstance(exc, Exception):
+            raise
         raise _cannot_start(exc, session, name) from None
     return started
 
 
 def _open_service(session: SmbSession, name: str, timeout: float) -> tuple[Any, Any]:
+    """(bound SVCCTL pipe, handle of the service `name`); raises impacket's exceptions."""
     from impacket.dcerpc.v5 import scmr, transport
 
+    rpc = transport.SMBTransport(
+        session.target.name, session.target.port, r"\svcctl", smb_connection=session.connection
+    )
+    rpc.set_connect_timeout(timeout)
+    dce = rpc.get_dce_rpc()
+    dce.connect()
     try:
-        rpc = transport.SMBTransport(
-            session.target.name, session.target.port, r"\svcctl", smb_connection=session.connection
-        )
-        rpc.set_connect_timeout(timeout)
-        dce = rpc.get_dce_rpc()
-        dce.connect()
         dce.bind(scmr.MSRPC_UUID_SCMR)
-    except Exception as exc:
-        raise _cannot_start(exc, session, name) from None
-    try:
         manager = scmr.hROpenSCManagerW(dce)["lpScHandle"]
         handle = scmr.hROpenServiceW(dce, manager, name)["lpServiceHandle"]
-    except Exception as exc:
+    except BaseException:
         with contextlib.suppress(Exception):
             dce.disconnect()
-        raise _cannot_start(exc, session, name) from None
+        raise
     return dce, handle
 
 

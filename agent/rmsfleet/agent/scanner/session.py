@@ -49,7 +49,7 @@ class SmbSession:
         except BaseException as exc:
             _quietly_close(connection)
             if isinstance(exc, Exception):
-                raise failure_from(exc, target, "logging on") from None
+                raise failure_from(exc, target, "logging on", logon=True) from None
             raise
         return cls(target, connection)
 
