@@ -90,7 +90,7 @@ def test_a_closed_port_is_unreachable_and_nothing_reaches_the_collector(tmp_path
         assert str(port) in target["message"]
         assert target["facts"] is None and target["delivery"] is None
         summary = done.document()["summary"]
-        assert (summary["scanned"], summary["unreachable"], summary["reported"]) == (1, 1, 0)
+        assert (summary["scanned"], summary["outcomes"]["unreachable"], summary["reported"]) == (1, 1, 0)
         assert "unreachable" in done.stderr and "Traceback" not in done.stderr
         # DEBUG logs everything the scanner and impacket say: still no password anywhere.
         assert PASSWORD not in done.stdout + done.stderr + tree_text(state)

@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 LABELS: dict[Outcome, str] = {
-    Outcome.REPORTED: "reported",
+    Outcome.REPORTED: "read",
     Outcome.VERSION_UNKNOWN: "version UNKNOWN",
     Outcome.RMS_NOT_FOUND: "RMS not found",
     Outcome.CLUSTER_UNKNOWN: "cluster unknown",
@@ -53,14 +53,13 @@ LABELS: dict[Outcome, str] = {
 }
 # Always shown, even at zero: the counts an operator looks for first.
 ALWAYS = (
-    Outcome.REPORTED,
     Outcome.VERSION_UNKNOWN,
     Outcome.RMS_NOT_FOUND,
     Outcome.UNREACHABLE,
     Outcome.ACCESS_DENIED,
 )
 HINTS: dict[Outcome, str] = {
-    Outcome.VERSION_UNKNOWN: "reported as UNKNOWN; add the version rule the note names",
+    Outcome.VERSION_UNKNOWN: "read, the version reported as UNKNOWN: add the rule the note names",
     Outcome.RMS_NOT_FOUND: "not reported",
     Outcome.CLUSTER_UNKNOWN: "not reported; set the cluster's URL in [clusters]",
     Outcome.TIMEOUT: "raise --timeout or check the network path",
@@ -94,26 +93,30 @@ def exit_code(run: ScanRun) -> int:
 
 
 def render_summary(run: ScanRun, seconds: float) -> str:
+    """`reported` counts the targets whose report the collector acknowledged; every other line
+    counts targets by what reading them gave (version UNKNOWN ones are reported too)."""
     counts = outcome_counts(run.results)
+    deliveries = delivery_counts(run.results)
     lines = [f"scanned {len(run.results)} target(s) in {seconds:.1f} s" + (" (stopped early)" if run.stopped else "")]
-    width = max(len(label) for label in LABELS.values())
+    width = max(len(label) for label in (*LABELS.values(), "kept for the next run"))
+
+    def add(label: str, count: int, hint: str | None = None) -> None:
+        lines.append(f"  {label:<{width}}  {count:>5}" + (f"   ({hint})" if hint and count else ""))
+
+    add("reported", deliveries.get(Delivery.DELIVERED, 0), "acknowledged by the collector")
     for outcome, label in LABELS.items():
         count = counts.get(outcome, 0)
-        if count == 0 and outcome not in ALWAYS:
+        if outcome is Outcome.REPORTED or (count == 0 and outcome not in ALWAYS):
             continue
-        hint = HINTS.get(outcome)
-        lines.append(f"  {label:<{width}}  {count:>5}" + (f"   ({hint})" if hint and count else ""))
+        add(label, count, HINTS.get(outcome))
+    if deliveries.get(Delivery.QUEUED, 0):
+        add("kept for the next run", deliveries[Delivery.QUEUED], "read, but the collector did not acknowledge them")
+    if deliveries.get(Delivery.REFUSED, 0):
+        add("refused", deliveries[Delivery.REFUSED], "the collector refused the report")
     if run.drain is not None:
-        deliveries = delivery_counts(run.results)
         earlier = sum(outcome.delivered for outcome in run.drain.outcomes) - deliveries.get(Delivery.DELIVERED, 0)
-        line = (
-            f"collector: {deliveries.get(Delivery.DELIVERED, 0)} report(s) acknowledged, "
-            f"{deliveries.get(Delivery.QUEUED, 0)} kept for the next run, "
-            f"{deliveries.get(Delivery.REFUSED, 0)} refused"
-        )
         if earlier > 0:
-            line += f"; {earlier} left by an earlier run sent too"
-        lines.append(line)
+            lines.append(f"collector: also sent {earlier} report(s) an earlier run had left")
         if run.drain.failure is not None:
             lines.append(f"collector: {run.drain.failure.message}")
     if run.outbox_error is not None:
@@ -125,7 +128,7 @@ def progress_line(done: int, total: int, result: TargetResult, counts: Counter[O
     """One line, rewritten in place on a terminal: how far, and the failures so far."""
     failed = sum(count for outcome, count in counts.items() if outcome.is_failure)
     return (
-        f"[{done}/{total}] {counts.get(Outcome.REPORTED, 0)} reported, {failed} failed; "
+        f"[{done}/{total}] {counts.get(Outcome.REPORTED, 0)} read, {failed} failed; "
         f"{result.target.name}: {LABELS[result.outcome]}"
     )
 
@@ -140,7 +143,7 @@ def result_json(result: TargetResult) -> dict[str, Any]:
         "outcome": result.outcome.value,
         "message": result.message,
         "notes": list(result.notes),
-        "readings": dict(result.readings),
+        "readings": [{"what": what, "value": value} for what, value in result.readings],
         "dialect": result.dialect,
         "seconds": round(result.seconds, 3),
         "facts": None if result.facts is None else facts_to_json(result.facts),
@@ -156,12 +159,12 @@ def run_json(run: ScanRun, seconds: float, code: int) -> dict[str, Any]:
         "targets": [result_json(result) for result in run.results],
         "summary": {
             "scanned": len(run.results),
-            "seconds": round(seconds, 3),
-            "stopped": run.stopped,
-            **{outcome.value: counts.get(outcome, 0) for outcome in Outcome},
-            "delivered": deliveries.get(Delivery.DELIVERED, 0),
+            "reported": deliveries.get(Delivery.DELIVERED, 0),
             "queued": deliveries.get(Delivery.QUEUED, 0),
             "refused": deliveries.get(Delivery.REFUSED, 0),
+            "outcomes": {outcome.value: counts.get(outcome, 0) for outcome in Outcome},
+            "seconds": round(seconds, 3),
+            "stopped": run.stopped,
             "collector_failure": None if run.drain is None or run.drain.failure is None else run.drain.failure.message,
         },
         "exit_code": code,
