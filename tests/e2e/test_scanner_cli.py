@@ -3,11 +3,14 @@ target (nothing listens on its port), and where the password may never appear.""
 
 from __future__ import annotations
 
+import os
+import pty
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
-from processes import start_collector
+from processes import command, start_collector
 from scanner_run import PASSWORD, run_scan, tree_text
 
 pytestmark = pytest.mark.e2e
@@ -97,3 +100,44 @@ def test_a_closed_port_is_unreachable_and_nothing_reaches_the_collector(tmp_path
         assert collector.cli_json("hosts") == []
     finally:
         collector.stop()
+
+
+def test_the_progress_line_shows_only_on_a_terminal(tmp_path: Path) -> None:
+    """On a terminal stderr gets a progress line redrawn in place; piped, it gets none (a log
+    file or a scheduled task's output must not fill with carriage returns)."""
+    args = [
+        command("rmsfleet-scan"),
+        "--collector",
+        "127.0.0.1:1",
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--forest",
+        "corp.example",
+        f"xp-a 127.0.0.1:{closed_port()}",
+        f"xp-b 127.0.0.1:{closed_port()}",
+    ]
+    env = {**os.environ, "RMSFLEET_SCAN_USERNAME": "rmsscan", "RMSFLEET_SCAN_PASSWORD": PASSWORD}
+    leader, follower = pty.openpty()
+    try:
+        process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=follower, env=env, text=True)
+        os.close(follower)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the terminal closed: the process is gone
+                break
+            if not chunk:
+                break
+            seen += chunk
+        stdout, _ = process.communicate(timeout=60)
+    finally:
+        os.close(leader)
+    terminal = seen.decode("utf-8", errors="replace")
+    assert process.returncode == 1
+    assert "\r\x1b[K[2/2] 0 read, 2 failed" in terminal, terminal
+    assert "scanned 2 target(s)" in stdout and "\r" not in stdout
+
+    piped = run_scan(*args[1:])
+    assert piped.returncode == 1
+    assert "\r" not in piped.stderr and "[2/2]" not in piped.stderr
