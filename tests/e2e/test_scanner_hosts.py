@@ -10,6 +10,7 @@ scanner prints or leaves in its state directory.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -389,3 +390,21 @@ def test_each_failure_is_reported_as_its_own_reason(
     for label in ("access denied as guest", "remote registry off", "SMB1 only"):
         assert label in scanned.done.stderr
     assert collector_hosts(collector) == {}
+
+
+def test_an_smb1_host_read_by_many_scans_at_once_and_each_name_is_its_own_host(
+    tmp_path: Path, collector: Collector, samba_tools: SambaTools, pe_cache: Path
+) -> None:
+    """Windows 2003 speaks only SMB1 (SMB1 is on by default). Eight names for one host, read at
+    the same time, open the same files together: the server then breaks oplocks, which the SMB1
+    reads must not trip over. Each name is reported as its own host (its identity)."""
+    host = dataclasses.replace(SP2_CLIENT, netbios_name="XPSMB1", smb1_only=True)
+    names = [f"xp-smb1-{n}.corp.example" for n in range(8)]
+    with running_fake_host(host, samba_tools, pe_cache) as running:
+        scanned = scan(tmp_path, collector, dict.fromkeys(names, running), names, extra=("--concurrency", "8"))
+    assert scanned.done.returncode == 0, scanned.done.stderr
+    assert {target["dialect"] for target in scanned.targets.values()} == {"NT LM 0.12"}
+    assert {target["outcome"] for target in scanned.targets.values()} == {"reported"}
+    stored = collector_hosts(collector)
+    assert sorted(stored) == names
+    assert {host["client"]["activated_users"] for host in stored.values()} == {2}

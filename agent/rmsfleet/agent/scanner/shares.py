@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from typing import Any
 
 from rmsfleet.agent.probe.base import ProbeError
 from rmsfleet.agent.probe.files import FileAccessDenied
@@ -68,6 +69,7 @@ class ShareFileReader:
         self._trees: dict[str, int] = {}
 
     def read_bytes(self, path: str, limit: int) -> bytes | None:
+        from impacket.smb import SMB_DIALECT
         from impacket.smbconnection import (
             FILE_READ_ATTRIBUTES,
             FILE_READ_DATA,
@@ -82,12 +84,12 @@ class ShareFileReader:
         connection = self._session.connection
         tree = self._tree(share, path)
         try:
-            handle = connection.openFile(
-                tree,
-                inner,
-                desiredAccess=FILE_READ_DATA | FILE_READ_ATTRIBUTES,  # read only, nothing more
-                shareMode=FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE,
-            )
+            access = FILE_READ_DATA | FILE_READ_ATTRIBUTES  # read only, nothing more
+            sharing = FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE
+            if connection.getDialect() == SMB_DIALECT:
+                handle = _open_smb1_without_oplock(connection, tree, inner, access, sharing)
+            else:
+                handle = connection.openFile(tree, inner, desiredAccess=access, shareMode=sharing)
         except Exception as exc:
             if nt_status(exc) in _NOT_FOUND:
                 return None
@@ -143,3 +145,33 @@ class ShareFileReader:
         if nt_status(exc) == STATUS_ACCESS_DENIED:
             return FileAccessDenied(path)
         return failure_from(exc, self._session.target, f"{doing} {path}")
+
+
+def _open_smb1_without_oplock(connection: Any, tree: int, inner: str, access: int, sharing: int) -> int:
+    """NT_CREATE_ANDX as impacket's openFile sends it over SMB1, but asking for no oplock:
+    impacket asks for a batch oplock (CreateFlags 0x16) and cannot take the oplock break the
+    server sends when someone else opens the file meanwhile (another scan of the same host, a
+    user, the host itself): the break arrives where the read's answer was expected and the read
+    fails ("Got 36, Expected 46"). 0x10 keeps only the extended response."""
+    from impacket import smb
+
+    _, flags2 = connection.getSMBServer().get_flags()
+    name = inner.replace("/", "\\")
+    packet_name = name.encode("utf-16le") if flags2 & smb.SMB.FLAGS2_UNICODE else name
+    create = smb.SMBCommand(smb.SMB.SMB_COM_NT_CREATE_ANDX)
+    create["Parameters"] = smb.SMBNtCreateAndX_Parameters()
+    create["Data"] = smb.SMBNtCreateAndX_Data(flags=flags2)
+    create["Parameters"]["FileNameLength"] = len(packet_name)
+    create["Parameters"]["AccessMask"] = access
+    create["Parameters"]["FileAttributes"] = 0x80  # FILE_ATTRIBUTE_NORMAL
+    create["Parameters"]["ShareAccess"] = sharing
+    create["Parameters"]["Disposition"] = 0x1  # FILE_OPEN
+    create["Parameters"]["CreateOptions"] = 0x40  # FILE_NON_DIRECTORY_FILE
+    create["Parameters"]["Impersonation"] = 0x2  # SecurityImpersonation
+    create["Parameters"]["SecurityFlags"] = 0
+    create["Parameters"]["CreateFlags"] = 0x10  # NT_CREATE_REQUEST_EXTENDED_RESPONSE, no oplock
+    create["Data"]["FileName"] = packet_name
+    if flags2 & smb.SMB.FLAGS2_UNICODE:
+        create["Data"]["Pad"] = 0x0
+    handle: int = connection.getSMBServer().nt_create_andx(tree, name, cmd=create)
+    return handle
