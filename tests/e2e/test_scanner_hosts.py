@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import socket
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,19 +166,20 @@ class Scanned:
 
 def scan(
     tmp_path: Path,
-    collector: Collector,
+    collector: str,
     hosts: Mapping[str, RunningFakeHost],
     names: list[str],
     *,
     password: str = ADMIN_PASSWORD,
     extra: tuple[str, ...] = (),
 ) -> Scanned:
-    """Scan `names` (each listed under its name, at its Samba's port) once, with --json."""
+    """Scan `names` (each listed under its name, at its Samba's port) once, with --json, reporting
+    to the collector at `collector` (HOST:PORT)."""
     config = tmp_path / "scan.toml"
     config.write_text(
         f"""
 [agent]
-collectors = ["{collector.address}"]
+collectors = ["{collector}"]
 
 [scan]
 forest = "{FOREST}"
@@ -235,7 +237,7 @@ def test_an_sp1_root_certification_server(
     tmp_path: Path, collector: Collector, hosts: dict[str, RunningFakeHost]
 ) -> None:
     name = "rms-root-01.corp.example"
-    scanned = scan(tmp_path, collector, hosts, [name])
+    scanned = scan(tmp_path, collector.address, hosts, [name])
     assert scanned.done.returncode == 0, scanned.done.stderr
     target = scanned.targets[name]
     assert (target["outcome"], target["delivery"]) == ("reported", "delivered")
@@ -257,7 +259,7 @@ def test_an_sp2_licensing_server_under_its_sp1_root_on_x64(
     tmp_path: Path, collector: Collector, hosts: dict[str, RunningFakeHost]
 ) -> None:
     root, licensing = "rms-root-01.corp.example", "rms-lic-01.corp.example"
-    scanned = scan(tmp_path, collector, hosts, [root, licensing])
+    scanned = scan(tmp_path, collector.address, hosts, [root, licensing])
     assert scanned.done.returncode == 0, scanned.done.stderr
     # The host has the DRMS keys only under WOW6432Node: found there, as on 64-bit Windows.
     stored = collector_hosts(collector)[licensing]
@@ -282,7 +284,7 @@ def test_an_rtm_client_with_no_activated_user(
     tmp_path: Path, collector: Collector, hosts: dict[str, RunningFakeHost]
 ) -> None:
     client, root = "xp-rtm-01.corp.example", "rms-root-01.corp.example"
-    scanned = scan(tmp_path, collector, hosts, [client, root])
+    scanned = scan(tmp_path, collector.address, hosts, [client, root])
     assert scanned.done.returncode == 0, scanned.done.stderr
     stored = collector_hosts(collector)[client]
     assert stored["server"] is None
@@ -301,7 +303,7 @@ def test_an_sp2_client_with_two_activated_users(
     tmp_path: Path, collector: Collector, hosts: dict[str, RunningFakeHost]
 ) -> None:
     name = "xp-sp2-01.corp.example"
-    scanned = scan(tmp_path, collector, hosts, [name])
+    scanned = scan(tmp_path, collector.address, hosts, [name])
     assert scanned.done.returncode == 0, scanned.done.stderr
     stored = collector_hosts(collector)[name]
     assert stored["client"] == {
@@ -317,7 +319,7 @@ def test_a_windows_7_host_with_the_builtin_client(
     tmp_path: Path, collector: Collector, hosts: dict[str, RunningFakeHost]
 ) -> None:
     name = "win7-01.corp.example"
-    scanned = scan(tmp_path, collector, hosts, [name])
+    scanned = scan(tmp_path, collector.address, hosts, [name])
     assert scanned.done.returncode == 0, scanned.done.stderr
     stored = collector_hosts(collector)[name]
     assert stored["client"] == {
@@ -334,7 +336,7 @@ def test_a_host_without_rms_is_counted_not_reported(
     tmp_path: Path, collector: Collector, hosts: dict[str, RunningFakeHost]
 ) -> None:
     name = "filesrv-01.corp.example"
-    scanned = scan(tmp_path, collector, hosts, [name])
+    scanned = scan(tmp_path, collector.address, hosts, [name])
     assert scanned.done.returncode == 0, scanned.done.stderr
     target = scanned.targets[name]
     assert (target["outcome"], target["facts"], target["delivery"]) == ("rms-not-found", None, None)
@@ -349,7 +351,7 @@ def test_a_wrong_password_is_access_denied(
 ) -> None:
     name = "rms-root-01.corp.example"
     wrong = "Not-The-Adm1n-Passw0rd"
-    scanned = scan(tmp_path, collector, hosts, [name], password=wrong)
+    scanned = scan(tmp_path, collector.address, hosts, [name], password=wrong)
     assert scanned.done.returncode == 1, scanned.done.stderr
     target = scanned.targets[name]
     assert target["outcome"] == "access-denied", target
@@ -377,7 +379,7 @@ def test_each_failure_is_reported_as_its_own_reason(
         running = {
             name: stack.enter_context(running_fake_host(host, samba_tools, pe_cache)) for name, host in kinds.items()
         }
-        scanned = scan(tmp_path, collector, running, list(kinds), extra=("--no-smb1",))
+        scanned = scan(tmp_path, collector.address, running, list(kinds), extra=("--no-smb1",))
     assert scanned.done.returncode == 1, scanned.done.stderr
     outcomes = {name: target["outcome"] for name, target in scanned.targets.items()}
     assert outcomes == {
@@ -401,10 +403,36 @@ def test_an_smb1_host_read_by_many_scans_at_once_and_each_name_is_its_own_host(
     host = dataclasses.replace(SP2_CLIENT, netbios_name="XPSMB1", smb1_only=True)
     names = [f"xp-smb1-{n}.corp.example" for n in range(8)]
     with running_fake_host(host, samba_tools, pe_cache) as running:
-        scanned = scan(tmp_path, collector, dict.fromkeys(names, running), names, extra=("--concurrency", "8"))
+        scanned = scan(tmp_path, collector.address, dict.fromkeys(names, running), names, extra=("--concurrency", "8"))
     assert scanned.done.returncode == 0, scanned.done.stderr
     assert {target["dialect"] for target in scanned.targets.values()} == {"NT LM 0.12"}
     assert {target["outcome"] for target in scanned.targets.values()} == {"reported"}
     stored = collector_hosts(collector)
     assert sorted(stored) == names
     assert {host["client"]["activated_users"] for host in stored.values()} == {2}
+
+
+def test_reports_wait_for_a_collector_that_is_down_and_go_with_the_next_run(
+    tmp_path: Path, sqlite_url: str, hosts: dict[str, RunningFakeHost]
+) -> None:
+    """Exit 3 while no collector answers; the report stays in the target's outbox. The next run
+    sends it even though it cannot read the target itself this time (a wrong password): only
+    the kept report can have reached the collector."""
+    name = "xp-sp2-01.corp.example"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        down = f"127.0.0.1:{sock.getsockname()[1]}"
+    first = scan(tmp_path, down, hosts, [name])
+    assert first.done.returncode == 3, first.done.stderr
+    assert (first.targets[name]["outcome"], first.targets[name]["delivery"]) == ("reported", "queued")
+    assert "kept for the next run" in first.done.stderr
+
+    collector = start_collector(tmp_path, sqlite_url)
+    try:
+        second = scan(tmp_path, collector.address, hosts, [name], password="Wr0ng-Passw0rd")
+        assert second.done.returncode == 1, second.done.stderr
+        assert second.targets[name]["outcome"] == "access-denied"
+        assert "also sent 1 report(s) an earlier run had left" in second.done.stderr
+        assert collector_hosts(collector)[name]["client"]["activated_users"] == 2
+    finally:
+        collector.stop()
