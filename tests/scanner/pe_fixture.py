@@ -31,9 +31,13 @@ Version = tuple[int, int, int, int]
 
 
 def parse_version(text: str) -> Version:
-    parts = [int(part) for part in text.split(".")]
+    problem = ValueError(f"expected a version of four numbers 0..65535 like 5.2.3790.134, got {text!r}")
+    try:
+        parts = [int(part) for part in text.split(".")]
+    except ValueError:
+        raise problem from None
     if len(parts) != 4 or any(not 0 <= part <= 0xFFFF for part in parts):
-        raise ValueError(f"expected a version of four numbers 0..65535 like 5.2.3790.134, got {text!r}")
+        raise problem
     return (parts[0], parts[1], parts[2], parts[3])
 
 

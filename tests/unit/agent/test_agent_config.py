@@ -294,3 +294,13 @@ def test_the_config_is_frozen() -> None:
     with pytest.raises(AttributeError):
         config.jitter = 0.5  # type: ignore[misc]
     assert isinstance(config, AgentConfig)
+
+
+def test_sections_another_reader_owns_are_left_to_it(tmp_path: Path) -> None:
+    # The scanner shares the agent's file and reads [clusters] and [scan] itself.
+    path = write(tmp_path, '[scan]\nconcurrency = 8\n[clusters]\n"rms:443" = 5\n[agent]\njitter = 0.2\n')
+    config = load_config({}, {}, path, platform="linux", other_sections=("scan", "clusters"))
+    assert config.jitter == 0.2
+    assert config.clusters.by_name == ()
+    message = error_of(tmp_path, "[scan]\nconcurrency = 8\n")
+    assert "[scan]: unknown section" in message

@@ -453,6 +453,7 @@ def test_the_cluster_name_and_port_come_from_the_logging_service_name() -> None:
     assert cluster_key_from_logging_service("DRMS_Logging_lic_corp_example_443") == ClusterKey("lic_corp_example", 443)
     assert cluster_key_from_logging_service("DRMS_Logging_") is None
     assert parse_cluster_key(" Lic_Corp_Example:443 ") == ClusterKey("lic_corp_example", 443)
+    assert ClusterKey("LIC_corp_example", 443) == ClusterKey("lic_corp_example", 443)
     with pytest.raises(ValueError, match="<cluster name>:<port>"):
         parse_cluster_key("lic_corp_example")
 
@@ -538,3 +539,18 @@ def test_the_settings_a_scanner_builds_per_host_override_the_shared_ones() -> No
     b = read_documented_host(sources, per_host, IDENTITY)
     assert a.facts is not None and a.facts.server is not None and a.facts.server.cluster == "https://a"
     assert b.facts is not None and b.facts.server is not None and b.facts.server.cluster == "https://b"
+
+
+def test_a_configured_client_rule_decides_without_reading_the_uninstall_entries(tmp_path: Path) -> None:
+    recorded = RecordedHost.load(FIXTURES / "sp2_client_two_users.json")
+    ruled = settings_from(tmp_path, '[versions.client]\n"5.2.3790.200" = "SP1"\n')
+    answer = read_documented_host(recorded.sources(), ruled, IDENTITY)
+    assert answer.facts is not None and answer.facts.client is not None
+    # The operator's confirmed rule for this msdrm.dll is the answer; the SP2 product entry was not read.
+    assert answer.facts.client.version is Version.SP1
+    assert not any("DisplayName" in value for _, value in answer.readings)
+    # A rule mapping the version to UNKNOWN decides nothing: the product entry still tells SP2.
+    silenced = settings_from(tmp_path, '[versions.client]\n"5.2.3790.200" = "UNKNOWN"\n')
+    answer = read_documented_host(recorded.sources(), silenced, IDENTITY)
+    assert answer.facts is not None and answer.facts.client is not None
+    assert answer.facts.client.version is Version.SP2

@@ -127,6 +127,10 @@ class ClusterKey:
     name: str
     port: int
 
+    def __post_init__(self) -> None:
+        # Normalised here, so a key built anywhere (the scanner's settings too) matches.
+        object.__setattr__(self, "name", self.name.strip().lower())
+
     def __str__(self) -> str:
         return f"{self.name}:{self.port}"
 
@@ -558,7 +562,6 @@ class _Mapping:
             return self.builtin_client(windows)
         msdrm = self.paths.msdrm
         present = self.files.exists(msdrm)
-        product = self.sp2_product()
         raw = self.versions.file_version(msdrm) if present else None
         source = msdrm
         if raw is None and self.client_api is not None:
@@ -570,11 +573,19 @@ class _Mapping:
                 from_api = None
             if from_api is not None:
                 raw, source, present = from_api, "DRMGetClientVersion", True
-        if not present and product is None:
-            return None
         if raw is not None:
             self.reading("client", f"{source} {dotted(raw)}")
-        version = self.client_version(raw, source, product)
+        rule = None if raw is None else self.version_map.rule_for(Role.CLIENT, dotted(raw))
+        version: Version
+        if rule is not None and rule.release is not Version.UNKNOWN:
+            # The operator confirmed this version's release: the Uninstall entries (hundreds of
+            # keys on a desktop, each a round trip for the scanner) need not be read.
+            version = rule.release
+        else:
+            product = self.sp2_product()
+            if not present and product is None:
+                return None
+            version = self.unruled_client_version(raw, source, product)
         users = self.activated_users(self.paths.profile_certificate)
         return ClientFacts(
             version=version,
@@ -583,7 +594,8 @@ class _Mapping:
             activated_users=users,
         )
 
-    def client_version(self, raw: tuple[int, ...] | None, source: str, product: str | None) -> Version:
+    def unruled_client_version(self, raw: tuple[int, ...] | None, source: str, product: str | None) -> Version:
+        """The client's version when no configured rule maps its version numbers."""
         if product is not None:
             # Cc747749: the SP2 client installs as this Windows Installer product.
             self.reading("client", f"{display_path(product)} DisplayName {SP2_CLIENT_PRODUCT!r}")
@@ -592,15 +604,12 @@ class _Mapping:
             self.note(f"RMS client found but {source} has no version resource: client version UNKNOWN")
             return Version.UNKNOWN
         text = dotted(raw)
-        rule = self.version_map.rule_for(Role.CLIENT, text)
-        if rule is None:
-            # No client version is published (domain.md): only the operator can map it.
-            self.note(
-                f"msdrm.dll {text} ({source}) maps to no release: client version UNKNOWN; once you know its "
-                f'release, add [versions.client] "{text}" = "RTM|SP1|SP2"'
-            )
-            return Version.UNKNOWN
-        return rule.release
+        # No client version is published (domain.md): only the operator can map it.
+        self.note(
+            f"msdrm.dll {text} ({source}) maps to no release: client version UNKNOWN; once you know its "
+            f'release, add [versions.client] "{text}" = "RTM|SP1|SP2"'
+        )
+        return Version.UNKNOWN
 
     def sp2_product(self) -> str | None:
         """The Uninstall key of the SP2 client product, in either registry view, or None."""
