@@ -3,8 +3,10 @@ target (nothing listens on its port), and where the password may never appear.""
 
 from __future__ import annotations
 
+import json
 import os
 import pty
+import signal
 import socket
 import subprocess
 from pathlib import Path
@@ -141,3 +143,42 @@ def test_the_progress_line_shows_only_on_a_terminal(tmp_path: Path) -> None:
     piped = run_scan(*args[1:])
     assert piped.returncode == 1
     assert "\r" not in piped.stderr and "[2/2]" not in piped.stderr
+
+
+def test_interval_scans_again_until_sigterm_then_exits_0(tmp_path: Path) -> None:
+    """`--interval` keeps scanning (one JSON line per scan) until SIGTERM, then exits 0 like the
+    agent's service mode."""
+    env = {**os.environ, "RMSFLEET_SCAN_USERNAME": "rmsscan", "RMSFLEET_SCAN_PASSWORD": PASSWORD}
+    process = subprocess.Popen(
+        [
+            command("rmsfleet-scan"),
+            "--collector",
+            "127.0.0.1:1",
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--forest",
+            "corp.example",
+            "--interval",
+            "1",
+            "--json",
+            f"xp-a 127.0.0.1:{closed_port()}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        scans = [process.stdout.readline(), process.stdout.readline()]
+        process.send_signal(signal.SIGTERM)
+        _out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, err
+    for line in scans:
+        document = json.loads(line)
+        assert document["exit_code"] == 1
+        assert document["targets"][0]["outcome"] == "unreachable"
+    assert "received SIGTERM, stopping" in err

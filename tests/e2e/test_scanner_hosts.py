@@ -39,6 +39,8 @@ from scanner.pe_fixture import PACKAGE, WINDRES, tools_available
 from scanner.samba import SambaTools, require_samba
 from scanner_run import ScanDone, run_scan, tree_text
 
+from rmsfleet.agent.multihost import HostOutboxes
+
 pytestmark = pytest.mark.e2e
 
 DRMS = "SOFTWARE\\Microsoft\\DRMS\\1.0"
@@ -434,5 +436,35 @@ def test_reports_wait_for_a_collector_that_is_down_and_go_with_the_next_run(
         assert second.targets[name]["outcome"] == "access-denied"
         assert "also sent 1 report(s) an earlier run had left" in second.done.stderr
         assert collector_hosts(collector)[name]["client"]["activated_users"] == 2
+    finally:
+        collector.stop()
+
+
+def test_with_enrollment_each_target_enrolls_as_its_own_host(
+    tmp_path: Path, sqlite_url: str, hosts: dict[str, RunningFakeHost]
+) -> None:
+    """A collector that requires enrollment: each target gets its own node key (kept in its own
+    outbox), as each agent would; the second run sends with the keys from the first."""
+    secrets = tmp_path / "enroll.secrets"
+    secrets.write_text("scanner-enroll-secret\n")
+    secrets.chmod(0o600)
+    collector = start_collector(tmp_path, sqlite_url, ["--enroll-secret-file", str(secrets)])
+    names = ["xp-sp2-01.corp.example", "win7-01.corp.example"]
+    try:
+        first = scan(tmp_path, collector.address, hosts, names, extra=("--enroll-secret-file", str(secrets)))
+        assert first.done.returncode == 0, first.done.stderr
+        for name in names:
+            assert f"enrolled host {name} with the collector" in first.done.stderr
+        scanned = scan(tmp_path, collector.address, hosts, names, extra=("--enroll-secret-file", str(secrets)))
+        assert scanned.done.returncode == 0, scanned.done.stderr
+        assert "enrolled host" not in scanned.done.stderr, "the second run uses the node keys it has"
+        assert sorted(collector_hosts(collector)) == sorted(names)
+        outboxes = HostOutboxes(scanned.state)
+        try:
+            keys = {name: outboxes.node_key(name) for name in names}
+        finally:
+            outboxes.close()
+        assert all(keys.values()) and len(set(keys.values())) == 2, "one node key per target"
+        assert "scanner-enroll-secret" not in scanned.done.stdout + scanned.done.stderr
     finally:
         collector.stop()

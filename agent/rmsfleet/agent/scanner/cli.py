@@ -35,6 +35,7 @@ from rmsfleet.agent.multihost import HostOutboxes
 from rmsfleet.agent.outbox import OutboxError
 from rmsfleet.agent.runner import SecretFileError, read_enroll_secret
 from rmsfleet.agent.scanner.credentials import CredentialsError, load_credentials
+from rmsfleet.agent.scanner.remote import Credentials
 from rmsfleet.agent.scanner.scan import Opener, Outcome, ScanRun, TargetResult, deliver, scan
 from rmsfleet.agent.scanner.settings import CONFIG_ENV, ScanConfig, ScanFlags, TargetSettings, load_scan_config
 from rmsfleet.agent.scanner.summary import EXIT_CONFIG, EXIT_OK, exit_code, progress_line, render_summary, run_json
@@ -45,7 +46,7 @@ from rmsfleet.agent.scanner.targets import (
     parse_target_arguments,
     read_targets_file,
 )
-from rmsfleet.agent.transport import TransportError, open_links, read_tls_material
+from rmsfleet.agent.transport import Link, TransportError, open_links, read_tls_material
 
 log = logging.getLogger("rmsfleet.scan")
 PROG = "rmsfleet-scan"
@@ -169,10 +170,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     return _run(config, targets, credentials, opener, json_output=args.json, progress=progress)
 
 
-def _account(credentials: object) -> str:
-    username = getattr(credentials, "username", "") or "(the ticket cache's principal)"
-    domain = getattr(credentials, "domain", "")
-    return f"{domain}\\{username}" if domain else username
+def _account(credentials: Credentials) -> str:
+    username = credentials.username or "(the ticket cache's principal)"
+    return f"{credentials.domain}\\{username}" if credentials.domain else username
 
 
 def _targets(config: ScanConfig, arguments: Sequence[str]) -> list[tuple[ListedTarget, TargetSettings]]:
@@ -235,7 +235,7 @@ def _importable(name: str) -> bool:
 def _run(
     config: ScanConfig,
     targets: list[tuple[ListedTarget, TargetSettings]],
-    credentials: object,
+    credentials: Credentials,
     opener: Opener,
     *,
     json_output: bool,
@@ -274,9 +274,9 @@ def _run(
 def _scan_once(
     config: ScanConfig,
     targets: list[tuple[ListedTarget, TargetSettings]],
-    credentials: object,
+    credentials: Credentials,
     outboxes: HostOutboxes,
-    links: Sequence[object],
+    links: Sequence[Link],
     stop: threading.Event,
     opener: Opener,
     json_output: bool,
@@ -292,7 +292,7 @@ def _scan_once(
 
     run: ScanRun = scan(
         targets,
-        credentials,  # type: ignore[arg-type]
+        credentials,
         outboxes,
         opener=opener,
         concurrency=config.concurrency,
@@ -301,7 +301,7 @@ def _scan_once(
     )
     if progress is not None:
         progress.show(f"[{len(run.results)}/{len(targets)}] read; sending to the collector...")
-    deliver(run, outboxes, config.agent, links, stop, concurrency=config.concurrency)  # type: ignore[arg-type]
+    deliver(run, outboxes, config.agent, links, stop, concurrency=config.concurrency)
     if progress is not None:
         progress.clear()
     seconds = time.monotonic() - started

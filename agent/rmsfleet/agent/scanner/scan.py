@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from rmsfleet.agent.config import AgentConfig
 from rmsfleet.agent.multihost import DrainResult, HostOutboxes, HostStatus
 from rmsfleet.agent.outbox import OutboxError
 from rmsfleet.agent.probe.base import ProbeAccessDenied, ProbeError
@@ -278,7 +279,7 @@ def _log_result(result: TargetResult) -> None:
 def deliver(
     run: ScanRun,
     outboxes: HostOutboxes,
-    config: Any,
+    config: AgentConfig,
     links: Sequence[Link],
     stop: threading.Event,
     *,
