@@ -9,6 +9,7 @@ import pty
 import signal
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -182,3 +183,28 @@ def test_interval_scans_again_until_sigterm_then_exits_0(tmp_path: Path) -> None
         assert document["exit_code"] == 1
         assert document["targets"][0]["outcome"] == "unreachable"
     assert "received SIGTERM, stopping" in err
+
+
+def test_without_the_scanner_extra_it_names_what_to_install(tmp_path: Path) -> None:
+    """The plain agent install has no impacket or pefile: the scanner says how to get them."""
+    code = f"""
+import importlib.abc, importlib.util, sys
+class Blocker(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("impacket", "pefile"):
+            raise ImportError("blocked: not installed")
+        return None
+sys.meta_path.insert(0, Blocker())
+from rmsfleet.agent.scanner.cli import main
+sys.exit(main(["--collector", "127.0.0.1:1", "--state-dir", {str(tmp_path / "state")!r}, "--forest", "corp.example", "rms01"]))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "RMSFLEET_SCAN_USERNAME": "u", "RMSFLEET_SCAN_PASSWORD": PASSWORD},
+    )
+    assert done.returncode == 2, done.stderr
+    assert "needs impacket and pefile, which come with the scanner extra: pip install 'rmsfleet[scanner]'" in done.stderr

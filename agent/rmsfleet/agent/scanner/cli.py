@@ -229,7 +229,10 @@ def _remote_opener() -> Opener:
 def _importable(name: str) -> bool:
     import importlib.util
 
-    return importlib.util.find_spec(name) is not None
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _run(
