@@ -207,4 +207,6 @@ sys.exit(main(["--collector", "127.0.0.1:1", "--state-dir", {str(tmp_path / "sta
         env={**os.environ, "RMSFLEET_SCAN_USERNAME": "u", "RMSFLEET_SCAN_PASSWORD": PASSWORD},
     )
     assert done.returncode == 2, done.stderr
-    assert "needs impacket and pefile, which come with the scanner extra: pip install 'rmsfleet[scanner]'" in done.stderr
+    assert (
+        "needs impacket and pefile, which come with the scanner extra: pip install 'rmsfleet[scanner]'" in done.stderr
+    )
