@@ -115,6 +115,7 @@ class Runner:
         rng: random.Random | None = None,
         clock: Callable[[], datetime] = _utc_now,
         monotonic: Callable[[], float] = time.monotonic,
+        start_at: int = 0,
     ) -> None:
         if not links:
             raise ValueError("the runner needs at least one collector link")
@@ -129,7 +130,9 @@ class Runner:
         # The first address is the preferred one; a retryable failure moves on to the next (round
         # robin), and the agent stays with whichever answers. To spread a fleet over replicas,
         # give hosts the addresses in different orders, or one address behind a load balancer.
-        self._index = 0
+        # `start_at` lets a sender of many hosts (multihost.py) begin where the last host's
+        # runner found a collector that answers.
+        self._index = start_at % len(self.links)
         self.backoff = Backoff(
             config.sender.initial_backoff,
             config.sender.max_backoff,
@@ -151,6 +154,11 @@ class Runner:
     @property
     def link(self) -> Link:
         return self.links[self._index]
+
+    @property
+    def link_index(self) -> int:
+        """The position in `links` of the address this runner sends to now."""
+        return self._index
 
     def _fail_over(self) -> None:
         self._index = (self._index + 1) % len(self.links)
