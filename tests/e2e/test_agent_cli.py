@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from processes import command, run_agent, start_collector, wait_for, write_facts
 
-from rmsfleet.agent.config import TlsConfig, is_loopback_address
+from rmsfleet.agent.config import TlsConfig
+from rmsfleet.contract.address import is_loopback_address
 
 pytestmark = pytest.mark.e2e
 

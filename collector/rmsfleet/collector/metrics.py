@@ -17,10 +17,14 @@ from rmsfleet.collector.clock import Clock
 from rmsfleet.collector.domain.capabilities import ClusterCapabilities, SelfActivation
 from rmsfleet.collector.domain.cluster_summary import summarize_clusters
 from rmsfleet.collector.store.aggregates_sql import FleetAggregates
+from rmsfleet.contract.facts import Activation, ClusterKind, Version
 
-VERSIONS = ("RTM", "SP1", "SP2", "UNKNOWN")
+# Label values from the contract's own enums: a version or activation added there is exported
+# here without an edit (every combination always, so a series never appears or vanishes).
+VERSIONS = tuple(v.value for v in Version)
 ROLES = ("server", "client")
-ACTIVATIONS = ("self", "internet", "none")
+ACTIVATIONS = tuple(a.value for a in Activation)
+KINDS = tuple(k.value for k in ClusterKind)
 SEVERITIES = ("warning", "critical")
 
 
@@ -126,9 +130,7 @@ class FleetStateCollector(Collector):
 
 def _cluster_families(clusters: Sequence[ClusterCapabilities]) -> Iterable[Metric]:
     by_state = GaugeMetricFamily("rmsfleet_clusters", "Clusters by kind and state (D5)", labels=["kind", "state"])
-    counts: dict[tuple[str, str], int] = {
-        (kind, state): 0 for kind in ("root-certification", "licensing") for state in ("uniform", "mixed")
-    }
+    counts: dict[tuple[str, str], int] = {(kind, state): 0 for kind in KINDS for state in ("uniform", "mixed")}
     servers = GaugeMetricFamily(
         "rmsfleet_cluster_servers", "Servers per cluster and version", labels=["cluster", "kind", "forest", "version"]
     )
