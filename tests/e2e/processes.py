@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -27,6 +28,14 @@ READY = re.compile(r"gRPC on \S+ \(port (\d+)\), metrics on http://([\d.]+):(\d+
 
 def command(name: str) -> str:
     return str(BIN / name)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (for a moment: for an address that must refuse, or a
+    server that takes its port as an argument)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 @dataclass

@@ -288,7 +288,6 @@ for _setting in _SETTINGS:
 _SECTIONS["version_map"] += [role.value for role in Role]
 
 FLAG_SETTINGS: Mapping[str, str] = {s.flag: s.name for s in _SETTINGS if s.flag is not None}
-ENV_SETTINGS: Mapping[str, str] = {s.env: s.name for s in _SETTINGS if s.env is not None}
 
 
 # --- loading ---------------------------------------------------------------------------------------

@@ -21,7 +21,12 @@ def printable(text: str) -> str:
     return "".join(ch if ch.isprintable() else _escape(ord(ch)) for ch in text)
 
 
+_SHORT = {0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r"}
+
+
 def _escape(code: int) -> str:
+    if code in _SHORT:
+        return _SHORT[code]
     if code < 0x100:
         return f"\\x{code:02x}"
     return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
