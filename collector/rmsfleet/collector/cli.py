@@ -27,6 +27,7 @@ DEFAULT_TIMEOUT = 10.0
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 # The options every query command takes; they say how to reach the collector and what to print.
 QUERY = frozenset({"collector", "json", "timeout", "tls_ca", "tls_cert", "tls_key", "insecure"})
@@ -64,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the collector (gRPC ingest and query, /metrics)")
     add_serve_arguments(serve)
-    serve.add_argument("--log-level", default=os.environ.get("RMSFLEET_LOG_LEVEL", "INFO"))
+    serve.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (RMSFLEET_LOG_LEVEL; default INFO)")
 
     migrate = commands.add_parser("migrate", help="bring the database schema to the newest migration")
     migrate.add_argument("--db", help="database URL (RMSFLEET_DB)")
@@ -184,8 +185,13 @@ def run_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from rmsfleet.collector.server import serve
     from rmsfleet.collector.store.database import SchemaOutOfDate
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = (args.log_level or env.get("RMSFLEET_LOG_LEVEL") or "INFO").strip().upper()
+    if level not in LOG_LEVELS:
+        raise CliError(
+            f"--log-level (RMSFLEET_LOG_LEVEL): expected one of {', '.join(LOG_LEVELS)}, got {level[:40]!r}", EXIT_USAGE
+        )
     config = serve_config(args, env)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         serve(config)
     except (SchemaOutOfDate, OSError) as exc:

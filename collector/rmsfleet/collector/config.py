@@ -99,12 +99,14 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--refresh-interval",
         type=float,
-        help="seconds between evaluation passes when nothing arrives (RMSFLEET_REFRESH_INTERVAL; default 5)",
+        help="seconds between refreshes of the fleet-state metrics when no report changed anything "
+        "(RMSFLEET_REFRESH_INTERVAL; default 5)",
     )
     parser.add_argument(
         "--full-pass-interval",
         type=float,
-        help="seconds between full evaluation passes; changes are evaluated as they arrive (RMSFLEET_FULL_PASS_INTERVAL; default 60)",
+        help="seconds between full evaluation passes, for the time-based rules (stale agents, grace periods); "
+        "changed hosts are evaluated as their reports arrive (RMSFLEET_FULL_PASS_INTERVAL; default 60)",
     )
     parser.add_argument(
         "--stale-after",
