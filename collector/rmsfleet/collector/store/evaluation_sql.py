@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from rmsfleet.collector.domain.model import FactChange, Finding, Fleet, HostRecord
 from rmsfleet.collector.store.models import ExemptionRow, HostHistoryRow, HostRow, ViolationRow
 from rmsfleet.collector.store.rows import FACT_COLUMNS, facts_from_columns, utc
+from rmsfleet.contract.facts import Version
 
 # An arbitrary constant both replicas agree on: the key of the evaluation advisory lock.
 EVALUATION_LOCK_KEY = 0x524D53464C454554  # "RMSFLEET"
@@ -53,7 +54,7 @@ def load_fleet(
         HostHistoryRow.changed_at,
         *[getattr(HostHistoryRow, c) for c in FACT_COLUMNS],
     ]
-    rtm_hosts = select(HostHistoryRow.host_id).where(HostHistoryRow.server_version == "RTM")
+    rtm_hosts = select(HostHistoryRow.host_id).where(HostHistoryRow.server_version == Version.RTM.value)
     if wanted is not None:
         rtm_hosts = rtm_hosts.where(HostHistoryRow.host_id.in_(wanted))
     history_statement = (
