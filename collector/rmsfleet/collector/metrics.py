@@ -17,14 +17,13 @@ from rmsfleet.collector.clock import Clock
 from rmsfleet.collector.domain.capabilities import ClusterCapabilities, SelfActivation
 from rmsfleet.collector.domain.cluster_summary import summarize_clusters
 from rmsfleet.collector.store.aggregates_sql import FleetAggregates
-from rmsfleet.contract.facts import Activation, ClusterKind, Version
+from rmsfleet.contract.facts import Activation, Version
 
-# Label values from the contract's own enums: a version or activation added there is exported
-# here without an edit (every combination always, so a series never appears or vanishes).
-VERSIONS = tuple(v.value for v in Version)
-ROLES = ("server", "client")
+# Every label value comes from the contract's enums, so a new version or activation state is
+# exported (at 0) without a second list to keep in step. BUILTIN is a client only (D15).
+CLIENT_VERSIONS = tuple(v.value for v in Version)
+VERSIONS_BY_ROLE = {"server": tuple(v.value for v in Version if v is not Version.BUILTIN), "client": CLIENT_VERSIONS}
 ACTIVATIONS = tuple(a.value for a in Activation)
-KINDS = tuple(k.value for k in ClusterKind)
 SEVERITIES = ("warning", "critical")
 
 
@@ -105,14 +104,14 @@ class FleetStateCollector(Collector):
             return
         aggregates, clusters = snapshot
         hosts = GaugeMetricFamily("rmsfleet_hosts", "Hosts reporting a role at a version", labels=["role", "version"])
-        for role in ROLES:
-            for version in VERSIONS:
+        for role, versions in VERSIONS_BY_ROLE.items():
+            for version in versions:
                 hosts.add_metric([role, version], aggregates.hosts_by_role_version.get((role, version), 0))
         yield hosts
         clients = GaugeMetricFamily(
             "rmsfleet_clients", "Clients by version and activation (D10)", labels=["version", "activation"]
         )
-        for version in VERSIONS:
+        for version in CLIENT_VERSIONS:
             for activation in ACTIVATIONS:
                 clients.add_metric(
                     [version, activation], aggregates.clients_by_version_activation.get((version, activation), 0)
@@ -130,7 +129,9 @@ class FleetStateCollector(Collector):
 
 def _cluster_families(clusters: Sequence[ClusterCapabilities]) -> Iterable[Metric]:
     by_state = GaugeMetricFamily("rmsfleet_clusters", "Clusters by kind and state (D5)", labels=["kind", "state"])
-    counts: dict[tuple[str, str], int] = {(kind, state): 0 for kind in KINDS for state in ("uniform", "mixed")}
+    counts: dict[tuple[str, str], int] = {
+        (kind, state): 0 for kind in ("root-certification", "licensing") for state in ("uniform", "mixed")
+    }
     servers = GaugeMetricFamily(
         "rmsfleet_cluster_servers", "Servers per cluster and version", labels=["cluster", "kind", "forest", "version"]
     )

@@ -13,7 +13,6 @@ from sqlalchemy.orm import Session
 from rmsfleet.collector.domain.model import FactChange, Finding, Fleet, HostRecord
 from rmsfleet.collector.store.models import ExemptionRow, HostHistoryRow, HostRow, ViolationRow
 from rmsfleet.collector.store.rows import FACT_COLUMNS, facts_from_columns, utc
-from rmsfleet.contract.facts import Version
 
 # An arbitrary constant both replicas agree on: the key of the evaluation advisory lock.
 EVALUATION_LOCK_KEY = 0x524D53464C454554  # "RMSFLEET"
@@ -54,7 +53,7 @@ def load_fleet(
         HostHistoryRow.changed_at,
         *[getattr(HostHistoryRow, c) for c in FACT_COLUMNS],
     ]
-    rtm_hosts = select(HostHistoryRow.host_id).where(HostHistoryRow.server_version == Version.RTM.value)
+    rtm_hosts = select(HostHistoryRow.host_id).where(HostHistoryRow.server_version == "RTM")
     if wanted is not None:
         rtm_hosts = rtm_hosts.where(HostHistoryRow.host_id.in_(wanted))
     history_statement = (
