@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -27,6 +28,14 @@ READY = re.compile(r"gRPC on \S+ \(port (\d+)\), metrics on http://([\d.]+):(\d+
 
 def command(name: str) -> str:
     return str(BIN / name)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (for a moment: for an address that must refuse, or a
+    server that takes its port as an argument)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 @dataclass
@@ -57,6 +66,18 @@ class Collector:
     def metrics(self) -> str:
         with urllib.request.urlopen(self.metrics_url, timeout=10) as response:
             return str(response.read().decode("utf-8"))
+
+    def wait_for_evaluation(self, after: float, timeout: float = 20) -> float:
+        """Wait for an evaluation pass that started at or after `after` (a time.time()) and
+        succeeded: its view of the database includes everything committed before `after`.
+        Returns the pass's time (rmsfleet_evaluation_last_success_timestamp_seconds)."""
+
+        def passed() -> float | None:
+            stamp = metric_value(self.metrics(), "rmsfleet_evaluation_last_success_timestamp_seconds")
+            return stamp if stamp is not None and stamp >= after else None
+
+        stamp: float = wait_for(passed, timeout=timeout, interval=0.1, what=f"an evaluation pass after {after}")
+        return stamp
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         if self.process.poll() is None:

@@ -12,9 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from processes import command, run_agent, start_collector, wait_for, write_facts
+from processes import command, free_port, run_agent, start_collector, wait_for, write_facts
 
-from rmsfleet.agent.config import TlsConfig, is_loopback_address
+from rmsfleet.agent.config import TlsConfig
+from rmsfleet.contract.address import is_loopback_address
 
 pytestmark = pytest.mark.e2e
 
@@ -116,7 +117,7 @@ def test_once_without_a_state_directory_leaves_nothing_behind_and_sequences_stil
 def test_once_with_a_state_directory_sends_what_an_earlier_run_left(tmp_path: Path, sqlite_url: str) -> None:
     facts = facts_file(tmp_path, "left-01", "left-01-v1.corp.example")
     state = tmp_path / "state"
-    port = _free_port()
+    port = free_port()
     down = agent("--collector", f"127.0.0.1:{port}", "--facts", str(facts), "--once", "--state-dir", str(state))
     assert down.returncode == 3 and "cannot reach the collector" in down.stderr
     facts_file(tmp_path, "left-01", "left-01-v2.corp.example")
@@ -130,18 +131,10 @@ def test_once_with_a_state_directory_sends_what_an_earlier_run_left(tmp_path: Pa
         collector.stop()
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_reports_fail_over_to_the_next_collector_address(tmp_path: Path, sqlite_url: str) -> None:
     collector = start_collector(tmp_path, sqlite_url)
     try:
-        dead = f"127.0.0.1:{_free_port()}"
+        dead = f"127.0.0.1:{free_port()}"
         facts = facts_file(tmp_path, "fo-01")
         done = run_agent(
             "--collector", f"{dead},{collector.address}", "--facts", str(facts), "--once", "--deadline", "3"
@@ -151,7 +144,7 @@ def test_reports_fail_over_to_the_next_collector_address(tmp_path: Path, sqlite_
         assert f"trying {collector.address}" in done.stderr
         assert f"to {collector.address}: applied" in done.stderr
         # Every address down: the last failure is the one-line error.
-        other = f"127.0.0.1:{_free_port()}"
+        other = f"127.0.0.1:{free_port()}"
         done = run_agent("--collector", f"{dead},{other}", "--facts", str(facts), "--once", "--deadline", "3")
         assert done.returncode == 3
         assert done.stderr.strip().splitlines()[-1].startswith(f"rmsfleet-agent: cannot reach the collector at {other}")

@@ -32,18 +32,12 @@ from typing import Any
 
 import pytest
 import sqlalchemy
-from processes import Collector, command, metric_value, start_collector, wait_for
+from processes import Collector, command, free_port, metric_value, start_collector, wait_for
 from sqlalchemy.engine import make_url
 
 pytestmark = pytest.mark.e2e
 
 FOREST = "corp.example"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 # --- the database, read directly ---------------------------------------------------------------

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import socket
 import subprocess
 import urllib.parse
 import urllib.request
@@ -17,7 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
-from processes import FLEET, ROOT, Collector, report_facts, start_collector, wait_for, write_facts
+from processes import FLEET, ROOT, Collector, free_port, report_facts, start_collector, wait_for, write_facts
 
 pytestmark = [pytest.mark.e2e, pytest.mark.promtool]
 
@@ -30,12 +29,6 @@ def _dashboard_module() -> Any:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class Prometheus:

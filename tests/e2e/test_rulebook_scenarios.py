@@ -146,8 +146,8 @@ def test_mixed_versions_in_forest_only_within_one_forest(fleet: Fleet) -> None:
         host("a1", server="SP1", cluster="https://rms.a.example", forest="a.example"),
         host("b1", server="SP2", cluster="https://rms.b.example", forest="b.example"),
     )
-    fleet.collector.cli_json("violations")  # the pass ran
-    time.sleep(1.5)
+    # The reports are committed (acknowledged); a pass that starts now sees both forests.
+    fleet.collector.wait_for_evaluation(after=time.time())
     assert fleet.open("mixed-versions-in-forest") == []
     fleet.report(
         host("a2", server="SP2", cluster="https://lic.a.example", root="https://rms.a.example", forest="a.example")

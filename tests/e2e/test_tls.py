@@ -40,7 +40,7 @@ def test_an_agent_reports_over_tls_and_the_cli_queries_over_tls(tmp_path: Path, 
     collector = start_tls_collector(tmp_path, sqlite_url, pki)
     try:
         assert "TLS on 127.0.0.1:0: serving certificate" in collector.log()
-        assert "issued by commonName=rmsfleet fleet test CA" in collector.log()
+        assert "issued by CN=rmsfleet fleet test CA" in collector.log()
         facts = facts_file(tmp_path, "tls-01")
         done = run_agent(
             "--collector", collector.address, "--facts", str(facts), "--once", "--tls-ca", str(pki.ca.cert)

@@ -22,6 +22,7 @@ from processes import (
     write_facts,
 )
 
+from rmsfleet.contract.facts import Version
 from rmsfleet.v1 import facts_pb2, inventory_pb2, inventory_pb2_grpc
 
 pytestmark = pytest.mark.e2e
@@ -233,7 +234,7 @@ def test_agent_rejects_a_bad_facts_file_with_one_line_and_sends_nothing(tmp_path
             "missing.json": (json.dumps({"host_id": "x", "hostname": "x", "server": None, "client": None}), "forest"),
             "badversion.json": (
                 json.dumps({**server_host("srv-x", "SP3")}),
-                "server.version: expected one of 'RTM', 'SP1', 'SP2', 'UNKNOWN', got 'SP3'",
+                f"server.version: expected one of {', '.join(repr(v.value) for v in Version)}, got 'SP3'",
             ),
         }
         for name, (content, expected) in cases.items():

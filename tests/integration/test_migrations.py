@@ -3,6 +3,8 @@ creates an empty database through them, and a database at an older revision is r
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import sqlalchemy
 from alembic import command
@@ -10,12 +12,14 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from rmsfleet.collector.store.database import (
+    DatabaseMissing,
     SchemaOutOfDate,
     alembic_config,
     create_db_engine,
     current_revision,
     head_revision,
     prepare_for_serving,
+    require_schema_at_head,
     upgrade_to_head,
 )
 from rmsfleet.collector.store.models import Base
@@ -46,12 +50,46 @@ def test_serve_creates_an_empty_database_through_the_migrations(db_url: str) -> 
 
 def test_serve_refuses_a_database_at_an_older_revision(db_url: str) -> None:
     engine = create_db_engine(db_url)
-    upgrade_to_head(engine)
-    # Pretend the database is one revision behind by stamping an older id.
     with engine.begin() as connection:
-        connection.execute(sqlalchemy.text("UPDATE alembic_version SET version_num = 'older'"))
-    with pytest.raises(SchemaOutOfDate, match="run `rmsfleet-collector migrate"):
+        config = alembic_config(db_url)
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0002")
+    with pytest.raises(
+        SchemaOutOfDate, match=r"at revision 0002, this collector needs .*run `rmsfleet-collector migrate"
+    ):
         prepare_for_serving(engine)
+    with pytest.raises(SchemaOutOfDate, match="at revision 0002"):
+        require_schema_at_head(engine)
+    engine.dispose()
+
+
+def test_a_revision_this_release_does_not_know_is_refused_without_advice_to_migrate(sqlite_url: str) -> None:
+    """A database a newer release migrated: `migrate` cannot help, so it is not suggested."""
+    engine = create_db_engine(sqlite_url)
+    upgrade_to_head(engine)
+    with engine.begin() as connection:
+        connection.execute(sqlalchemy.text("UPDATE alembic_version SET version_num = '9999'"))
+    with pytest.raises(SchemaOutOfDate, match="at revision 9999, newer than this collector knows") as refused:
+        prepare_for_serving(engine)
+    assert "rmsfleet-collector migrate" not in str(refused.value)
+    engine.dispose()
+
+
+def test_writers_need_an_existing_database_and_create_nothing(tmp_path: Path, db_url: str) -> None:
+    missing = tmp_path / "absent" / "rmsfleet.db"
+    with pytest.raises(DatabaseMissing, match=f"no database file {missing}"):
+        create_db_engine(f"sqlite:///{missing}", must_exist=True)
+    assert not missing.parent.exists()
+    with pytest.raises(DatabaseMissing, match="in-memory"):
+        create_db_engine("sqlite://", must_exist=True)
+    # An empty database (a new SQLite file, a new PostgreSQL database) stays empty.
+    if db_url.startswith("sqlite"):
+        Path(db_url.removeprefix("sqlite:///")).touch()
+    engine = create_db_engine(db_url, must_exist=True)
+    with pytest.raises(SchemaOutOfDate, match="holds no rmsfleet schema"):
+        require_schema_at_head(engine)
+    with engine.connect() as connection:
+        assert sqlalchemy.inspect(connection).get_table_names() == []
     engine.dispose()
 
 

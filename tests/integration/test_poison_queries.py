@@ -15,6 +15,7 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from live_collector import QUERY, SERVING, live_collector, now_micros, report
 
+from rmsfleet.collector.paging import MAX_TOKEN_LENGTH
 from rmsfleet.v1 import facts_pb2, query_pb2
 
 HUGE = "h" * 3_000_000
@@ -22,9 +23,9 @@ NUL_TOKEN = base64.urlsafe_b64encode(b"ws-1\x00").decode()
 
 # (the call, the request, the field named, a word of the bound)
 BAD_QUERIES: list[tuple[str, Any, str, str]] = [
-    ("ListHosts", query_pb2.ListHostsRequest(page_token="A" * 3_000_000), "page_token", "at most 11000"),
+    ("ListHosts", query_pb2.ListHostsRequest(page_token="A" * 3_000_000), "page_token", f"at most {MAX_TOKEN_LENGTH}"),
     ("ListHosts", query_pb2.ListHostsRequest(page_token=NUL_TOKEN), "page_token", "previous response"),
-    ("ListHosts", query_pb2.ListHostsRequest(version=99), "version", "got 99"),  # type: ignore[arg-type]
+    ("ListHosts", query_pb2.ListHostsRequest(version=99), "version", "got enum value 99"),  # type: ignore[arg-type]
     ("ListHosts", query_pb2.ListHostsRequest(forest="corp\x00example"), "forest", "control characters"),
     ("ListHosts", query_pb2.ListHostsRequest(cluster="https://a\x00"), "cluster", "control characters"),
     ("ListHosts", query_pb2.ListHostsRequest(forest=HUGE), "forest", "at most 255"),
@@ -32,7 +33,7 @@ BAD_QUERIES: list[tuple[str, Any, str, str]] = [
     ("GetHost", query_pb2.GetHostRequest(host_id="ws\x00-1"), "host_id", "control characters"),
     ("ListViolations", query_pb2.ListViolationsRequest(policy="stale\x00"), "policy", "control characters"),
     ("ListViolations", query_pb2.ListViolationsRequest(page_token="Zm9v" * 5000), "page_token", "at most"),
-    ("ListViolations", query_pb2.ListViolationsRequest(since=Timestamp(seconds=2**62)), "since", "9999-12-31"),
+    ("ListViolations", query_pb2.ListViolationsRequest(since=Timestamp(seconds=2**62)), "since", "9999"),
     ("ListClusters", query_pb2.ListClustersRequest(page_token="x" * 20_000), "page_token", "at most"),
     ("ListExemptions", query_pb2.ListExemptionsRequest(page_token=NUL_TOKEN), "page_token", "previous response"),
     ("GetPlan", query_pb2.GetPlanRequest(forest="corp\x00"), "forest", "control characters"),

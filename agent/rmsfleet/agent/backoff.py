@@ -129,11 +129,3 @@ def classify_status(code_name: str) -> Outcome:
         return Outcome.RETRY
     # Not a gRPC code name at all: say nothing about the report, so keep it.
     return Outcome.RETRY
-
-
-def is_retryable(code_name: str) -> bool:
-    """True when the same report should be sent again after a backoff (see classify_status);
-    False for OK, for refusals, and for UNAUTHENTICATED (re-enroll first)."""
-    if _normalise(code_name) == "OK":
-        return False
-    return classify_status(code_name) is Outcome.RETRY

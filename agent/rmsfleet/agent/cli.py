@@ -62,8 +62,6 @@ from rmsfleet.agent.transport import TransportError, open_links, read_tls_materi
 
 log = logging.getLogger("rmsfleet.agent")
 
-# Kept for callers of the earlier CLI.
-EXIT_BAD_FACTS = EXIT_CONFIG
 CHECK_CONFIG = "check-config"
 SPOOL = "spool"
 
@@ -268,7 +266,7 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
-__all__ = ["EXIT_BAD_FACTS", "EXIT_CONFIG", "EXIT_OK", "EXIT_UNREACHABLE", "main"]
+__all__ = ["EXIT_CONFIG", "EXIT_OK", "EXIT_UNREACHABLE", "main"]
 
 if __name__ == "__main__":
     raise SystemExit(main())

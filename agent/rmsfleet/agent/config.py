@@ -18,7 +18,6 @@ The reference (every key, flag and variable) is docs/agent.md.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import re
 import sys
@@ -38,6 +37,7 @@ from rmsfleet.agent.probe.documented import (
 )
 from rmsfleet.agent.probe.version_map import Role, VersionMapConfig, VersionRule, configured_rule
 from rmsfleet.agent.probe.windows_probe import HostOverrides
+from rmsfleet.contract.address import AddressError, is_loopback_address, parse_address
 
 ProbeKind = Literal["auto", "file", "windows"]
 PROBE_KINDS: tuple[ProbeKind, ...] = ("auto", "file", "windows")
@@ -72,19 +72,6 @@ class TlsConfig:
         if self.has_files:
             return False
         return is_loopback_address(address)
-
-
-def is_loopback_address(address: str) -> bool:
-    """True when HOST:PORT (or [v6]:PORT) names a loopback host: `localhost`, 127.0.0.0/8 or ::1.
-    Any other name is not: it could resolve anywhere."""
-    host = address.rsplit(":", 1)[0] if ":" in address else address
-    host = host.strip().strip("[]").lower()
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,9 +298,6 @@ def _probe(value: object, base: Path | None) -> str:
     raise _Bad("one of " + ", ".join(f'"{kind}"' for kind in PROBE_KINDS), value)
 
 
-_HOST_PORT = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9._-]+)):(?P<port>\d{1,5})$")
-
-
 def _collectors(value: object, base: Path | None) -> tuple[str, ...]:
     expected = "HOST:PORT addresses (a list, or separated by commas)"
     if isinstance(value, str):
@@ -322,9 +306,10 @@ def _collectors(value: object, base: Path | None) -> tuple[str, ...]:
         raise _Bad(expected, value)
     addresses: list[str] = []
     for address in (part.strip() for item in value for part in item.split(",") if part.strip()):
-        match = _HOST_PORT.match(address)
-        if match is None or not 1 <= int(match.group("port")) <= 65535:
-            raise _Bad("HOST:PORT addresses with a port from 1 to 65535", address)
+        try:
+            parse_address(address)
+        except AddressError:
+            raise _Bad("HOST:PORT addresses with a port from 1 to 65535", address) from None
         if address not in addresses:
             addresses.append(address)
     if not addresses:
@@ -383,7 +368,6 @@ _RENAMED = {
 }
 
 FLAG_SETTINGS: Mapping[str, str] = {s.flag: s.name for s in _SETTINGS if s.flag is not None}
-ENV_SETTINGS: Mapping[str, str] = {s.env: s.name for s in _SETTINGS if s.env is not None}
 
 
 # --- loading ---------------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from rmsfleet.agent.config import AgentConfig
 from rmsfleet.agent.outbox import Outbox, OutboxEntry, OutboxStorageError
 from rmsfleet.agent.probe import Probe, ProbeError
 from rmsfleet.agent.transport import Link, RpcFailure, Stopped
+from rmsfleet.contract.secret_file import secret_lines
 from rmsfleet.contract.wire import report_request
 
 log = logging.getLogger("rmsfleet.agent")
@@ -63,9 +64,9 @@ def read_enroll_secret(path: Path) -> str:
         raise SecretFileError(
             f"enroll secret_file {path}: cannot read: {getattr(exc, 'strerror', None) or exc}"
         ) from None
-    for line in text.splitlines():
-        if line.strip() and not line.strip().startswith("#"):
-            return line.strip()
+    secrets = secret_lines(text)
+    if secrets:
+        return secrets[0]
     raise SecretFileError(f"enroll secret_file {path}: holds no secret (one line, not starting with #)")
 
 

@@ -4,7 +4,6 @@ dataclass and passed down. Flags win over the environment, which wins over the d
 from __future__ import annotations
 
 import argparse
-import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -12,6 +11,7 @@ from pathlib import Path
 
 from rmsfleet.collector.domain.model import PolicyConfig
 from rmsfleet.collector.domain.policies import POLICIES, unknown_policy_ids
+from rmsfleet.contract.address import AddressError, is_loopback_host, parse_address
 
 DEFAULT_DB = "sqlite:///rmsfleet.db"
 DEFAULT_LISTEN = "127.0.0.1:50051"
@@ -52,18 +52,6 @@ class ServeConfig:
         return self.tls_cert is not None
 
 
-def is_loopback_host(host: str) -> bool:
-    """True for `localhost`, 127.0.0.0/8 and ::1 (brackets allowed). Any other name is not
-    loopback: a name could resolve anywhere, and 0.0.0.0 / :: listen on every interface."""
-    name = host.strip().strip("[]").lower()
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
 def check_transport(config: ServeConfig) -> None:
     """The TLS settings that only make sense together, and the loopback rule: plaintext gRPC on
     an address other hosts can reach needs --insecure (reports name hosts and carry node keys)."""
@@ -81,11 +69,24 @@ def check_transport(config: ServeConfig) -> None:
         )
 
 
-def split_host_port(value: str, what: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ConfigError(f"{what}: expected HOST:PORT, got {value!r}")
-    return host.strip("[]"), int(port)
+def split_host_port(value: str, what: str, *, any_port: bool = True) -> tuple[str, int]:
+    """HOST:PORT (rmsfleet.contract.address) or a ConfigError naming the option. Port 0 (the
+    system picks one) is allowed unless `any_port` is False: listeners may, clients may not."""
+    try:
+        address = parse_address(value, any_port=any_port)
+    except AddressError as exc:
+        raise ConfigError(f"{what}: expected {exc}, got {bounded(value)}") from None
+    return address.host, address.port
+
+
+def database_url(flag: str | None, environ: Mapping[str, str]) -> str:
+    """The database every command uses: --db, else RMSFLEET_DB, else the SQLite default."""
+    return flag or environ.get("RMSFLEET_DB") or DEFAULT_DB
+
+
+def bounded(value: str, limit: int = 80) -> str:
+    """`value` quoted for a message, cut to `limit` characters: input never floods an error."""
+    return repr(value) if len(value) <= limit else f"{value[:limit]!r}... ({len(value)} characters)"
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -98,12 +99,14 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--refresh-interval",
         type=float,
-        help="seconds between evaluation passes when nothing arrives (RMSFLEET_REFRESH_INTERVAL; default 5)",
+        help="seconds between refreshes of the fleet-state metrics when no report changed anything "
+        "(RMSFLEET_REFRESH_INTERVAL; default 5)",
     )
     parser.add_argument(
         "--full-pass-interval",
         type=float,
-        help="seconds between full evaluation passes; changes are evaluated as they arrive (RMSFLEET_FULL_PASS_INTERVAL; default 60)",
+        help="seconds between full evaluation passes, for the time-based rules (stale agents, grace periods); "
+        "changed hosts are evaluated as their reports arrive (RMSFLEET_FULL_PASS_INTERVAL; default 60)",
     )
     parser.add_argument(
         "--stale-after",
@@ -180,7 +183,7 @@ def serve_config(args: argparse.Namespace, environ: Mapping[str, str]) -> ServeC
             f"--disable-policy (RMSFLEET_DISABLE_POLICIES): no policy {', '.join(unknown)}; known: {known}"
         )
     config = ServeConfig(
-        db_url=pick(args.db, "RMSFLEET_DB", DEFAULT_DB),
+        db_url=database_url(args.db, environ),
         listen=pick(args.listen, "RMSFLEET_LISTEN", DEFAULT_LISTEN),
         metrics_listen=pick(args.metrics_listen, "RMSFLEET_METRICS_LISTEN", DEFAULT_METRICS_LISTEN),
         workers=int(number(args.workers, "RMSFLEET_WORKERS", defaults.workers, "--workers")),

@@ -25,6 +25,9 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from rmsfleet.collector.file_stamp import FileStamp, file_stamp
+from rmsfleet.contract.secret_file import secret_lines
+
 log = logging.getLogger(__name__)
 
 KEY_BYTES = 32
@@ -83,13 +86,9 @@ class NodeKeyRejected(Exception):
         return f"node key does not belong to host {self.host_id}"
 
 
-class EnrollmentRefused(Exception):
-    """The enrollment secret is not one of the accepted secrets."""
-
-
 @dataclass(frozen=True, slots=True)
 class _Loaded:
-    stamp: tuple[int, int, int]  # (mtime_ns, size, inode): a change of any re-reads the file
+    stamp: FileStamp
     secrets: tuple[bytes, ...]
 
 
@@ -110,24 +109,15 @@ class SecretFile:
         if not self._loaded.secrets:
             log.warning("enrollment secret file %s lists no secret: every enrollment is refused", path)
 
-    def _stamp(self) -> tuple[int, int, int]:
-        status = self.path.stat()
-        return (status.st_mtime_ns, status.st_size, status.st_ino)
-
     def _read(self) -> _Loaded:
-        stamp = self._stamp()
+        stamp = file_stamp(self.path)
         text = self.path.read_text(encoding="utf-8")
-        found = tuple(
-            line.strip().encode("utf-8")
-            for line in text.splitlines()
-            if line.strip() and not line.strip().startswith("#")
-        )
-        return _Loaded(stamp, found)
+        return _Loaded(stamp, tuple(secret.encode("utf-8") for secret in secret_lines(text)))
 
     def secrets(self) -> tuple[bytes, ...]:
         with self._lock:
             try:
-                if self._stamp() != self._loaded.stamp:
+                if file_stamp(self.path) != self._loaded.stamp:
                     before = len(self._loaded.secrets)
                     self._loaded = self._read()
                     log.info(

@@ -1,29 +1,65 @@
-"""The CLI's side of the query service: pages through lists and turns messages into plain
-dicts (the JSON contracts in design.md)."""
+"""The query commands' side of the query service: the channel (the loopback rule of
+docs/security.md), paging through lists, and the answers as the plain dicts of query_convert."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import UTC
-from typing import Any, Protocol, TypeVar
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
 
-from google.protobuf.timestamp_pb2 import Timestamp
+import grpc
 
-from rmsfleet.contract.wire import ACTIVATION_TO_PB, ENROLLMENT_TO_PB, KIND_TO_PB, VERSION_TO_PB
-from rmsfleet.v1 import facts_pb2, query_pb2
+from rmsfleet.collector import query_convert as qv
+from rmsfleet.contract.address import AddressError, is_loopback_host, parse_address
+from rmsfleet.v1 import query_pb2, query_pb2_grpc
 
 M = TypeVar("M")
 
-# Wire enum values to the contract's names (the JSON the CLI prints).
-VERSION = {pb: v.value for v, pb in VERSION_TO_PB.items()}
-KIND = {pb: k.value for k, pb in KIND_TO_PB.items()}
-ENROLLMENT = {pb: e.value for e, pb in ENROLLMENT_TO_PB.items()}
-ACTIVATION = {pb: a.value for a, pb in ACTIVATION_TO_PB.items()}
+
+class ChannelError(ValueError):
+    """The options cannot make a channel; one line naming the option."""
 
 
-class PagedResponse(Protocol):
-    @property
-    def next_page_token(self) -> str: ...
+@dataclass(frozen=True, slots=True)
+class ChannelOptions:
+    address: str
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    insecure: bool = False
+
+
+def open_channel(options: ChannelOptions) -> grpc.Channel:
+    """Plaintext to a loopback collector unless TLS files are given; TLS to any other unless
+    `insecure` (the collector's loopback rule, docs/security.md)."""
+    tls_files = (options.tls_ca, options.tls_cert, options.tls_key)
+    if (options.tls_cert is None) != (options.tls_key is None):
+        raise ChannelError("--tls-cert and --tls-key go together")
+    if options.insecure and any(tls_files):
+        raise ChannelError("--insecure turns TLS off, but --tls-ca/--tls-cert/--tls-key are also given")
+    try:
+        host = parse_address(options.address).host
+    except AddressError as exc:
+        raise ChannelError(f"--collector: expected {exc}, got {options.address[:80]!r}") from None
+    if options.insecure or (not any(tls_files) and is_loopback_host(host)):
+        return grpc.insecure_channel(options.address)
+
+    def read(path: str | None, flag: str) -> bytes | None:
+        if path is None:
+            return None
+        try:
+            return Path(path).read_bytes()
+        except OSError as exc:
+            raise ChannelError(f"{flag} {path}: cannot read: {exc.strerror or exc}") from None
+
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=read(options.tls_ca, "--tls-ca"),
+        private_key=read(options.tls_key, "--tls-key"),
+        certificate_chain=read(options.tls_cert, "--tls-cert"),
+    )
+    return grpc.secure_channel(options.address, credentials)
 
 
 def pages(fetch: Callable[[str], Any], items: Callable[[Any], list[M]]) -> Iterator[M]:
@@ -37,88 +73,56 @@ def pages(fetch: Callable[[str], Any], items: Callable[[Any], list[M]]) -> Itera
             return
 
 
-def iso(stamp: Timestamp, present: bool = True) -> str | None:
-    if not present:
-        return None
-    return stamp.ToDatetime(tzinfo=UTC).isoformat().replace("+00:00", "Z")
+class QueryClient:
+    """Each method asks the collector and returns the JSON form of the answer; gRPC errors
+    (grpc.RpcError) and answers this release cannot read (query_convert.UnreadableAnswer) pass up."""
 
+    def __init__(self, channel: grpc.Channel, timeout: float) -> None:
+        self.stub = query_pb2_grpc.QueryServiceStub(channel)
+        self.timeout = timeout
 
-def facts_dict(facts: facts_pb2.HostFacts) -> dict[str, Any]:
-    server = None
-    if facts.HasField("server"):
-        s = facts.server
-        server = {
-            "version": VERSION.get(s.version, "UNKNOWN"),
-            "cluster": s.cluster,
-            "cluster_kind": KIND.get(s.cluster_kind),
-            "root_cluster": s.root_cluster or None,
-            "enrollment": ENROLLMENT.get(s.enrollment),
-        }
-    client = None
-    if facts.HasField("client"):
-        c = facts.client
-        client = {
-            "version": VERSION.get(c.version, "UNKNOWN"),
-            "activation": ACTIVATION.get(c.activation),
-            "cluster": c.cluster or None,
-            # D17: user profiles holding a machine certificate; null when not read.
-            "activated_users": c.activated_users if c.HasField("activated_users") else None,
-        }
-    return {
-        "host_id": facts.host_id,
-        "hostname": facts.hostname,
-        "forest": facts.forest,
-        "server": server,
-        "client": client,
-    }
+    def hosts(
+        self, role: str | None, version: str | None, cluster: str | None, forest: str | None, stale_only: bool
+    ) -> list[dict[str, Any]]:
+        request = qv.hosts_request(role, version, cluster, forest, stale_only)
 
+        def fetch(token: str) -> query_pb2.ListHostsResponse:
+            request.page_token = token
+            return self.stub.ListHosts(request, timeout=self.timeout)
 
-def host_dict(host: query_pb2.Host) -> dict[str, Any]:
-    return {
-        **facts_dict(host.facts),
-        "first_seen": iso(host.first_seen),
-        "last_seen": iso(host.last_seen),
-        "observed_at": iso(host.observed_at),
-        "last_sequence": host.last_sequence,
-        "agent_version": host.agent_version,
-        "stale": host.stale,
-    }
+        return [qv.host_dict(h) for h in pages(fetch, lambda r: list(r.hosts))]
 
+    def host(self, host_id: str) -> dict[str, Any]:
+        return qv.host_detail_dict(self.stub.GetHost(query_pb2.GetHostRequest(host_id=host_id), timeout=self.timeout))
 
-def violation_dict(v: query_pb2.Violation) -> dict[str, Any]:
-    return {
-        "policy": v.policy,
-        "subject_kind": v.subject_kind,
-        "subject": v.subject,
-        "severity": v.severity,
-        "since": iso(v.since),
-        "resolved_at": iso(v.resolved_at, v.HasField("resolved_at")),
-        "detail": v.detail,
-    }
+    def violations(
+        self, policy: str | None, severity: str | None, state: str, since: datetime | None
+    ) -> list[dict[str, Any]]:
+        request = qv.violations_request(policy, severity, state, since)
 
+        def fetch(token: str) -> query_pb2.ListViolationsResponse:
+            request.page_token = token
+            return self.stub.ListViolations(request, timeout=self.timeout)
 
-def cluster_dict(c: query_pb2.Cluster) -> dict[str, Any]:
-    return {
-        "url": c.url,
-        "kind": KIND.get(c.kind),
-        "root_cluster": c.root_cluster or None,
-        "forest": c.forest,
-        "server_versions": {VERSION[v.version]: v.count for v in c.server_versions},
-        "client_versions": {VERSION[v.version]: v.count for v in c.client_versions},
-        "offline_enrollment": c.offline_enrollment,
-        "self_activating_clients": c.self_activating_clients,
-        "server_lockbox": c.server_lockbox,
-        "sql_server_2005_by_default": c.sql_server_2005_by_default,
-    }
+        return [qv.violation_dict(v) for v in pages(fetch, lambda r: list(r.violations))]
 
+    def clusters(self) -> list[dict[str, Any]]:
+        request = query_pb2.ListClustersRequest()
 
-def exemption_dict(e: query_pb2.Exemption) -> dict[str, Any]:
-    return {
-        "id": e.id,
-        "policy": e.policy,
-        "subject_kind": e.subject_kind,
-        "subject": e.subject,
-        "reason": e.reason,
-        "created_at": iso(e.created_at),
-        "expires_at": iso(e.expires_at, e.HasField("expires_at")),
-    }
+        def fetch(token: str) -> query_pb2.ListClustersResponse:
+            request.page_token = token
+            return self.stub.ListClusters(request, timeout=self.timeout)
+
+        return [qv.cluster_dict(c) for c in pages(fetch, lambda r: list(r.clusters))]
+
+    def exemptions(self) -> list[dict[str, Any]]:
+        request = query_pb2.ListExemptionsRequest()
+
+        def fetch(token: str) -> query_pb2.ListExemptionsResponse:
+            request.page_token = token
+            return self.stub.ListExemptions(request, timeout=self.timeout)
+
+        return [qv.exemption_dict(e) for e in pages(fetch, lambda r: list(r.exemptions))]
+
+    def plan(self, max_unavailable: float | None, forest: str | None) -> dict[str, Any]:
+        return qv.plan_dict(self.stub.GetPlan(qv.plan_request(max_unavailable, forest), timeout=self.timeout))

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from rmsfleet.collector import __version__
 from rmsfleet.collector.clock import Clock, system_clock
-from rmsfleet.collector.config import ConfigError, ServeConfig, is_loopback_host, split_host_port
+from rmsfleet.collector.config import ConfigError, ServeConfig, split_host_port
 from rmsfleet.collector.decode_guard import DecodeGuard
 from rmsfleet.collector.domain.policies import POLICIES
 from rmsfleet.collector.enrollment import SecretFile, file_is_private
@@ -28,6 +28,7 @@ from rmsfleet.collector.metrics import AggregatesHolder, CollectorMetrics, Fleet
 from rmsfleet.collector.servicers import InventoryServicer, QueryServicer
 from rmsfleet.collector.store.database import create_db_engine, prepare_for_serving
 from rmsfleet.collector.tls import ReloadingServerCredentials, TlsFileError, TlsFiles, describe_certificate
+from rmsfleet.contract.address import is_loopback_host
 from rmsfleet.v1 import inventory_pb2, inventory_pb2_grpc, query_pb2, query_pb2_grpc
 
 log = logging.getLogger(__name__)

@@ -6,14 +6,13 @@ import functools
 import logging
 from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
-from datetime import datetime
 from typing import Any, NoReturn, TypeVar
 
 import grpc
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from rmsfleet.collector import bounds
+from rmsfleet.collector import query_convert as qv
 from rmsfleet.collector.clock import Clock
 from rmsfleet.collector.config import ServeConfig
 from rmsfleet.collector.domain.cluster_summary import summarize_clusters
@@ -28,7 +27,7 @@ from rmsfleet.collector.enrollment import (
 )
 from rmsfleet.collector.ingest import GroupCommitWriter, IngestFailed, IngestOverloaded, IngestStopped, ReportRefused
 from rmsfleet.collector.metrics import CollectorMetrics
-from rmsfleet.collector.paging import BadPageToken, decode_token, encode_token, page_size
+from rmsfleet.collector.query_convert import BadRequest
 from rmsfleet.collector.reports import IncomingReport, Outcome
 from rmsfleet.collector.store import queries
 from rmsfleet.collector.store.aggregates_sql import compute_aggregates
@@ -36,7 +35,7 @@ from rmsfleet.collector.store.evaluation_sql import load_fleet
 from rmsfleet.collector.store.identity_sql import save_node_key
 from rmsfleet.collector.store.ingest_writes import restart_sequence
 from rmsfleet.contract import wire as convert
-from rmsfleet.contract.facts import MAX_ID_LENGTH, InvalidFacts, Version
+from rmsfleet.contract.facts import MAX_ID_LENGTH, InvalidFacts
 from rmsfleet.v1 import inventory_pb2, inventory_pb2_grpc, query_pb2, query_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -186,22 +185,9 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
         return inventory_pb2.EnrollResponse(node_key=key)
 
 
-def within_bounds(context: grpc.ServicerContext, check: Callable[[Q], None], request: Q) -> None:
-    """Run a bounds check (bounds.py) on a request; a field out of bounds is INVALID_ARGUMENT."""
-    try:
-        check(request)
-    except InvalidFacts as exc:
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{exc.field}: expected {exc.reason}")
-
-
-def _stamp(moment: datetime | None) -> Any:
-    return None if moment is None else convert.datetime_to_timestamp(moment)
-
-
-VERSION_NAMES = {pb: v.value for v, pb in convert.VERSION_TO_PB.items()}
-
-
 class QueryServicer(query_pb2_grpc.QueryServiceServicer):
+    """Validate (query_convert), read (the store), answer (query_convert)."""
+
     def __init__(
         self, sessions: sessionmaker[Session], config: ServeConfig, metrics: CollectorMetrics, clock: Clock
     ) -> None:
@@ -210,18 +196,12 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         self.metrics = metrics
         self.clock = clock
 
-    def _paging(self, request: Any, context: grpc.ServicerContext, numeric: bool = False) -> tuple[int, Any]:
-        """(page size, the key after which the page starts) from a list request."""
+    def _valid(self, context: grpc.ServicerContext, check: Callable[[], R]) -> R:
+        """Run a request check; a bad field is INVALID_ARGUMENT naming it."""
         try:
-            limit = page_size(request.page_size)
-            after: Any = decode_token(request.page_token)
-            if numeric and after is not None:
-                after = int(after)
-        except BadPageToken as exc:
+            return check()
+        except BadRequest as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        except ValueError:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_token: expected a token from a previous response")
-        return limit, after
 
     def _read(self, context: grpc.ServicerContext, query: Callable[[Session], R]) -> R:
         """Run a read in its own session; a database failure is UNAVAILABLE, counted and logged."""
@@ -240,81 +220,35 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
     def ListHosts(
         self, request: query_pb2.ListHostsRequest, context: grpc.ServicerContext
     ) -> query_pb2.ListHostsResponse:
-        within_bounds(context, bounds.check_list_hosts, request)
-        limit, after = self._paging(request, context)
-        if request.role not in ("", "server", "client"):
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "role: expected 'server', 'client' or empty")
-        flt = queries.HostFilter(
-            role=request.role or None,
-            version=VERSION_NAMES.get(request.version),
-            cluster=request.cluster or None,
-            forest=request.forest or None,
-            stale_only=request.stale_only,
-        )
+        limit, after = self._valid(context, lambda: qv.page_of(request))
+        flt = self._valid(context, lambda: qv.hosts_filter(request))
         now, stale_after = self.clock(), self.config.policy.stale_after
         hosts = self._read(context, lambda session: queries.list_hosts(session, flt, after, limit, now, stale_after))
-        response = query_pb2.ListHostsResponse(hosts=[_host_pb(h) for h in hosts])
-        if len(hosts) == limit:
-            response.next_page_token = encode_token(hosts[-1].facts.host_id)
-        return response
+        return qv.hosts_response(hosts, limit)
 
     @observed("GetHost")
     def GetHost(self, request: query_pb2.GetHostRequest, context: grpc.ServicerContext) -> query_pb2.GetHostResponse:
-        within_bounds(context, bounds.check_get_host, request)
+        host_id = self._valid(context, lambda: qv.host_id_of(request))
         now, stale_after = self.clock(), self.config.policy.stale_after
-        found = self._read(context, lambda session: queries.get_host(session, request.host_id, now, stale_after))
+        found = self._read(context, lambda session: queries.get_host(session, host_id, now, stale_after))
         if found is None:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"host_id: no host {convert.quote(request.host_id)} has reported")
-        host, history = found
-        return query_pb2.GetHostResponse(
-            host=_host_pb(host),
-            history=[
-                query_pb2.HostChange(changed_at=_stamp(c.changed_at), facts=convert.facts_to_pb(c.facts))
-                for c in history
-            ],
-        )
+            context.abort(grpc.StatusCode.NOT_FOUND, f"host_id: no host {convert.quote(host_id)} has reported")
+        return qv.host_response(*found)
 
     @observed("ListViolations")
     def ListViolations(
         self, request: query_pb2.ListViolationsRequest, context: grpc.ServicerContext
     ) -> query_pb2.ListViolationsResponse:
-        within_bounds(context, bounds.check_list_violations, request)
-        limit, after = self._paging(request, context, numeric=True)
-        if request.state not in ("", "open", "resolved", "all"):
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "state: expected 'open', 'resolved' or 'all'")
-        if request.severity not in ("", "warning", "critical"):
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "severity: expected 'warning' or 'critical'")
-        flt = queries.ViolationFilter(
-            policy=request.policy or None,
-            severity=request.severity or None,
-            state=request.state or "open",
-            since=convert.timestamp_to_datetime(request.since) if request.HasField("since") else None,
-        )
+        limit, after = self._valid(context, lambda: qv.page_of(request, numeric=True))
+        flt = self._valid(context, lambda: qv.violations_filter(request))
         rows = self._read(context, lambda session: queries.list_violations(session, flt, after, limit))
-        response = query_pb2.ListViolationsResponse(
-            violations=[
-                query_pb2.Violation(
-                    policy=v.policy,
-                    subject_kind=v.subject_kind,
-                    subject=v.subject,
-                    severity=v.severity,
-                    since=_stamp(v.since),
-                    resolved_at=_stamp(v.resolved_at),
-                    detail=v.detail,
-                )
-                for v in rows
-            ]
-        )
-        if len(rows) == limit:
-            response.next_page_token = encode_token(str(rows[-1].id))
-        return response
+        return qv.violations_response(rows, limit)
 
     @observed("ListClusters")
     def ListClusters(
         self, request: query_pb2.ListClustersRequest, context: grpc.ServicerContext
     ) -> query_pb2.ListClustersResponse:
-        within_bounds(context, bounds.check_paged, request)
-        limit, after = self._paging(request, context)
+        limit, after = self._valid(context, lambda: qv.page_of(request))
         now, stale_after = self.clock(), self.config.policy.stale_after
         aggregates = self._read(context, lambda session: compute_aggregates(session, now, stale_after))
         # Clusters are few (tens to hundreds): summarise all, then page the sorted list.
@@ -323,108 +257,21 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             for s in summarize_clusters(aggregates.cluster_servers, aggregates.cluster_clients)
             if after is None or s.url > after
         ][:limit]
-        response = query_pb2.ListClustersResponse(
-            clusters=[
-                query_pb2.Cluster(
-                    url=s.url,
-                    kind=convert.KIND_TO_PB[s.kind],
-                    root_cluster=s.root_cluster or "",
-                    forest=s.forest,
-                    server_versions=_version_counts(s.server_versions.as_dict()),
-                    client_versions=_version_counts(s.client_versions.as_dict()),
-                    offline_enrollment=s.offline_enrollment,
-                    self_activating_clients=s.self_activating_clients.value,
-                    server_lockbox=s.server_lockbox,
-                    sql_server_2005_by_default=s.sql_server_2005_by_default,
-                )
-                for s in summaries
-            ]
-        )
-        if len(summaries) == limit:
-            response.next_page_token = encode_token(summaries[-1].url)
-        return response
+        return qv.clusters_response(summaries, limit)
 
     @observed("ListExemptions")
     def ListExemptions(
         self, request: query_pb2.ListExemptionsRequest, context: grpc.ServicerContext
     ) -> query_pb2.ListExemptionsResponse:
-        within_bounds(context, bounds.check_paged, request)
-        limit, after = self._paging(request, context, numeric=True)
+        limit, after = self._valid(context, lambda: qv.page_of(request, numeric=True))
         rows = self._read(context, lambda session: queries.list_exemptions(session, after, limit))
-        response = query_pb2.ListExemptionsResponse(
-            exemptions=[
-                query_pb2.Exemption(
-                    id=e.id,
-                    policy=e.policy,
-                    subject_kind=e.subject_kind,
-                    subject=e.subject,
-                    reason=e.reason,
-                    created_at=_stamp(e.created_at),
-                    expires_at=_stamp(e.expires_at),
-                )
-                for e in rows
-            ]
-        )
-        if len(rows) == limit:
-            response.next_page_token = encode_token(str(rows[-1].id))
-        return response
+        return qv.exemptions_response(rows, limit)
 
     @observed("GetPlan")
     def GetPlan(self, request: query_pb2.GetPlanRequest, context: grpc.ServicerContext) -> query_pb2.GetPlanResponse:
-        within_bounds(context, bounds.check_get_plan, request)
-        share = request.max_unavailable or self.config.plan_max_unavailable
-        if not 0 < share <= 1:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"max_unavailable: expected a share in (0, 1], got {share}")
+        share = self._valid(context, lambda: qv.plan_share(request, self.config.plan_max_unavailable))
+        forest = self._valid(context, lambda: qv.plan_forest(request))
         # The planner reads current facts only; no history.
         fleet = self._read(context, lambda session: load_fleet(session, with_history=False))
-        hosts = [h for h in fleet.hosts if not request.forest or h.facts.forest == request.forest]
-        plan = plan_upgrade(hosts, max_unavailable=share)
-        return query_pb2.GetPlanResponse(
-            waves=[
-                query_pb2.PlanWave(
-                    number=wave.number,
-                    steps=[
-                        query_pb2.PlanStep(
-                            forest=step.forest,
-                            cluster=step.cluster or "",
-                            role=step.role,
-                            hosts=list(step.hosts),
-                            from_version=convert.VERSION_TO_PB[step.from_version],
-                            to_version=convert.VERSION_TO_PB[step.to_version],
-                        )
-                        for step in wave.steps
-                    ],
-                    checklist=[
-                        query_pb2.ChecklistItem(forest=item.forest, cluster=item.cluster, action=item.action)
-                        for item in wave.checklist
-                    ],
-                )
-                for wave in plan.waves
-            ],
-            unplanned=[
-                query_pb2.UnplannedHost(
-                    host_id=u.host_id, role=u.role, version=convert.VERSION_TO_PB[u.version], reason=u.reason
-                )
-                for u in plan.unplanned
-            ],
-        )
-
-
-def _version_counts(counts: Any) -> list[query_pb2.ClusterVersionCount]:
-    return [
-        query_pb2.ClusterVersionCount(version=convert.VERSION_TO_PB[Version(v)], count=n)
-        for v, n in sorted(counts.items())
-        if n
-    ]
-
-
-def _host_pb(host: queries.HostView) -> query_pb2.Host:
-    return query_pb2.Host(
-        facts=convert.facts_to_pb(host.facts),
-        first_seen=_stamp(host.first_seen),
-        last_seen=_stamp(host.last_seen),
-        observed_at=_stamp(host.observed_at),
-        last_sequence=host.last_sequence,
-        agent_version=host.agent_version,
-        stale=host.stale,
-    )
+        hosts = [h for h in fleet.hosts if forest is None or h.facts.forest == forest]
+        return qv.plan_response(plan_upgrade(hosts, max_unavailable=share))

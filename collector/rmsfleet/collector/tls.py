@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+from cryptography import x509
+
+from rmsfleet.collector.file_stamp import FileStamp, file_stamp
 
 log = logging.getLogger(__name__)
 
@@ -33,18 +36,17 @@ class TlsFiles:
     def mutual(self) -> bool:
         return self.client_ca is not None
 
+    @property
+    def paths(self) -> tuple[Path, ...]:
+        return (self.cert, self.key) if self.client_ca is None else (self.cert, self.key, self.client_ca)
+
 
 @dataclass(frozen=True, slots=True)
 class _Material:
-    stamp: tuple[tuple[int, int, int], ...]
+    stamp: FileStamp
     cert: bytes
     key: bytes
     client_ca: bytes | None
-
-
-def _stamp(path: Path) -> tuple[int, int, int]:
-    status = path.stat()
-    return (status.st_mtime_ns, status.st_size, status.st_ino)
 
 
 def _read(path: Path, flag: str) -> bytes:
@@ -56,9 +58,8 @@ def _read(path: Path, flag: str) -> bytes:
 
 def load_material(files: TlsFiles) -> _Material:
     """Read and check the files. Raises TlsFileError."""
-    paths = [files.cert, files.key] + ([files.client_ca] if files.client_ca else [])
     try:
-        stamp = tuple(_stamp(p) for p in paths)
+        stamp = file_stamp(*files.paths)
     except OSError as exc:
         raise TlsFileError(f"{exc.filename}: cannot read: {exc.strerror or exc}") from None
     cert = _read(files.cert, "--tls-cert")
@@ -85,27 +86,25 @@ def load_material(files: TlsFiles) -> _Material:
 
 
 def describe_certificate(path: Path) -> str:
-    """`subject CN=..., issued by CN=..., valid until ...` for the start-up log, so an operator
-    whose agents fail certificate verification can see which CA they must trust. Best effort:
-    uses the ssl module's certificate decoder, and says less when it is not available."""
-    decode = getattr(getattr(ssl, "_ssl", None), "_test_decode_cert", None)
-    if decode is None:
-        return f"certificate {path}"
+    """`certificate FILE: subject CN=..., issued by CN=..., valid until ...` for the start-up log,
+    so an operator whose agents fail certificate verification can see which CA they must trust.
+    Describes the first certificate of the chain; says less when the file cannot be decoded."""
     try:
-        decoded = decode(str(path))
-    except Exception:  # the decoder is a CPython test helper: never let it stop the start
+        certificate = x509.load_pem_x509_certificate(path.read_bytes())
+    except (OSError, ValueError):
         return f"certificate {path}"
-
-    def name(part: object) -> str:
-        if not isinstance(part, tuple):
-            return "?"
-        return ", ".join(f"{k}={v}" for rdn in part for (k, v) in rdn) or "?"
-
-    alt = ", ".join(f"{kind}:{value}" for kind, value in decoded.get("subjectAltName", ()))
+    alt_names: list[str] = []
+    try:
+        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        alt_names = [f"DNS:{n}" for n in names.get_values_for_type(x509.DNSName)]
+        alt_names += [f"IP:{ip}" for ip in names.get_values_for_type(x509.IPAddress)]
+    except x509.ExtensionNotFound:
+        pass
+    alt = ", ".join(alt_names)
     return (
-        f"certificate {path}: subject {name(decoded.get('subject'))}"
-        f"{f' ({alt})' if alt else ''}, issued by {name(decoded.get('issuer'))}, "
-        f"valid until {decoded.get('notAfter', '?')}"
+        f"certificate {path}: subject {certificate.subject.rfc4514_string() or '?'}"
+        f"{f' ({alt})' if alt else ''}, issued by {certificate.issuer.rfc4514_string() or '?'}, "
+        f"valid until {certificate.not_valid_after_utc.isoformat()}"
     )
 
 
@@ -125,8 +124,7 @@ class ReloadingServerCredentials:
     def _fetch(self) -> grpc.ServerCertificateConfiguration | None:
         with self._lock:
             try:
-                paths = [self.files.cert, self.files.key] + ([self.files.client_ca] if self.files.client_ca else [])
-                if tuple(_stamp(p) for p in paths) == self._material.stamp:
+                if file_stamp(*self.files.paths) == self._material.stamp:
                     return None
                 fresh = load_material(self.files)
             except (OSError, TlsFileError) as exc:

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from rmsfleet.agent.backoff import Backoff, Outcome, classify_status, is_retryable, jittered_interval
+from rmsfleet.agent.backoff import Backoff, Outcome, classify_status, jittered_interval
 
 
 def test_without_jitter_the_delays_grow_by_the_multiplier_up_to_the_cap() -> None:
@@ -78,7 +78,6 @@ def test_jittered_interval_stays_within_the_band_around_the_interval() -> None:
 )
 def test_transient_failures_are_retried(code: str) -> None:
     assert classify_status(code) is Outcome.RETRY
-    assert is_retryable(code)
 
 
 @pytest.mark.parametrize(
@@ -86,12 +85,10 @@ def test_transient_failures_are_retried(code: str) -> None:
 )
 def test_refusals_are_permanent(code: str) -> None:
     assert classify_status(code) is Outcome.REFUSED
-    assert not is_retryable(code)
 
 
 def test_unauthenticated_means_enroll_again() -> None:
     assert classify_status("UNAUTHENTICATED") is Outcome.REENROLL
-    assert not is_retryable("UNAUTHENTICATED")
 
 
 def test_grpc_status_code_strings_are_understood() -> None:
@@ -101,7 +98,6 @@ def test_grpc_status_code_strings_are_understood() -> None:
 
 
 def test_ok_is_not_a_failure() -> None:
-    assert not is_retryable("OK")
     with pytest.raises(ValueError):
         classify_status("OK")
 

@@ -1,0 +1,426 @@
+"""The query service's edge (proto/rmsfleet/v1/query.proto), both ways, in one module:
+
+- the servicer's side: request messages to validated filters (a bad field raises BadRequest
+  naming it), and read results to response messages;
+- the CLI's side: options to request messages, and response messages to the plain dicts it
+  prints as JSON (design.md, contract 3).
+
+A query field is declared in the .proto and converted here, nowhere else. Enum names come from
+the contract's tables (rmsfleet.contract.wire), never from a copy.
+
+The CLI imports this module, so the store (and with it SQLAlchemy) is imported only where a
+filter is built, on the servicer's side."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from rmsfleet.collector import paging
+from rmsfleet.contract.facts import MAX_ID_LENGTH, MAX_URL_LENGTH, InvalidFacts, Version, facts_to_json
+from rmsfleet.contract.wire import (
+    KIND_FROM_PB,
+    KIND_TO_PB,
+    VERSION_FROM_PB,
+    VERSION_TO_PB,
+    datetime_to_timestamp,
+    facts_from_pb,
+    facts_to_pb,
+    timestamp_to_datetime,
+)
+from rmsfleet.v1 import facts_pb2, query_pb2
+
+if TYPE_CHECKING:
+    from rmsfleet.collector.domain.capabilities import ClusterCapabilities
+    from rmsfleet.collector.domain.model import FactChange
+    from rmsfleet.collector.domain.planner import Plan
+    from rmsfleet.collector.store.queries import ExemptionView, HostFilter, HostView, ViolationFilter, ViolationView
+
+T = TypeVar("T")
+
+ROLES = ("server", "client")
+STATES = ("open", "resolved", "all")
+SEVERITIES = ("warning", "critical")
+# The query filters take what the contract lets a report carry (facts.MAX_*_LENGTH).
+MAX_POLICY_LENGTH = 64
+
+
+class BadRequest(ValueError):
+    """A request field outside the contract: INVALID_ARGUMENT `field: expected reason`."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: expected {reason}")
+        self.field = field
+
+
+# --- requests, on the servicer's side ------------------------------------------------------------
+
+
+def page_of(request: Any, numeric: bool = False) -> tuple[int, Any]:
+    """(page size, the key after which the page starts) of a list request."""
+    try:
+        limit = paging.page_size(request.page_size)
+        after = paging.decode_id_token(request.page_token) if numeric else paging.decode_token(request.page_token)
+    except paging.BadPageToken as exc:
+        raise BadRequest(exc.field, exc.reason) from None
+    return limit, after
+
+
+def _text(field: str, value: str, max_length: int) -> str | None:
+    """An optional text filter: None when empty; bounded and free of control characters (a NUL
+    cannot reach PostgreSQL, and a megabyte of filter cannot reach a log line)."""
+    if not value:
+        return None
+    if len(value) > max_length:
+        raise BadRequest(field, f"at most {max_length} characters, got {len(value)}")
+    if any(ord(ch) < 32 or ch == "\x7f" for ch in value):
+        raise BadRequest(field, "no control characters")
+    return value
+
+
+def _choice(field: str, value: str, allowed: Sequence[str]) -> str | None:
+    if not value:
+        return None
+    if value not in allowed:
+        raise BadRequest(field, f"one of {', '.join(repr(a) for a in allowed)} or empty, got {value[:40]!r}")
+    return value
+
+
+def _version_name(field: str, value: facts_pb2.Version.ValueType) -> str | None:
+    if value == facts_pb2.VERSION_UNSPECIFIED:
+        return None
+    version = VERSION_FROM_PB.get(value)
+    if version is None:
+        known = ", ".join(v.value for v in VERSION_TO_PB)
+        raise BadRequest(field, f"a known version ({known}) or unspecified, got enum value {value}")
+    return version.value
+
+
+def _moment(field: str, stamp: Timestamp) -> datetime:
+    try:
+        return timestamp_to_datetime(stamp)
+    except (ValueError, OverflowError):
+        raise BadRequest(field, "a time from year 1 to 9999") from None
+
+
+def hosts_filter(request: query_pb2.ListHostsRequest) -> HostFilter:
+    from rmsfleet.collector.store.queries import HostFilter
+
+    return HostFilter(
+        role=_choice("role", request.role, ROLES),
+        version=_version_name("version", request.version),
+        cluster=_text("cluster", request.cluster, MAX_URL_LENGTH),
+        forest=_text("forest", request.forest, MAX_ID_LENGTH),
+        stale_only=request.stale_only,
+    )
+
+
+def host_id_of(request: query_pb2.GetHostRequest) -> str:
+    host_id = _text("host_id", request.host_id, MAX_ID_LENGTH)
+    if host_id is None:
+        raise BadRequest("host_id", "a host id")
+    return host_id
+
+
+def violations_filter(request: query_pb2.ListViolationsRequest) -> ViolationFilter:
+    from rmsfleet.collector.store.queries import ViolationFilter
+
+    return ViolationFilter(
+        policy=_text("policy", request.policy, MAX_POLICY_LENGTH),
+        severity=_choice("severity", request.severity, SEVERITIES),
+        state=_choice("state", request.state, STATES) or "open",
+        since=_moment("since", request.since) if request.HasField("since") else None,
+    )
+
+
+def plan_share(request: query_pb2.GetPlanRequest, default: float) -> float:
+    """D5: the share of a cluster's servers one wave takes down; 0 asks for the default."""
+    share = request.max_unavailable or default
+    if not 0 < share <= 1:  # also refuses NaN
+        raise BadRequest("max_unavailable", f"a share in (0, 1], got {share}")
+    return share
+
+
+def plan_forest(request: query_pb2.GetPlanRequest) -> str | None:
+    return _text("forest", request.forest, MAX_ID_LENGTH)
+
+
+# --- responses, on the servicer's side -----------------------------------------------------------
+
+
+def _stamp(moment: datetime | None) -> Timestamp | None:
+    return None if moment is None else datetime_to_timestamp(moment)
+
+
+def _next_token(items: Sequence[T], limit: int, key: Callable[[T], object]) -> str:
+    """A token for the page after a full one; empty after the last page."""
+    return paging.encode_token(str(key(items[-1]))) if items and len(items) == limit else ""
+
+
+def host_pb(host: HostView) -> query_pb2.Host:
+    return query_pb2.Host(
+        facts=facts_to_pb(host.facts),
+        first_seen=_stamp(host.first_seen),
+        last_seen=_stamp(host.last_seen),
+        observed_at=_stamp(host.observed_at),
+        last_sequence=host.last_sequence,
+        agent_version=host.agent_version,
+        stale=host.stale,
+    )
+
+
+def hosts_response(hosts: Sequence[HostView], limit: int) -> query_pb2.ListHostsResponse:
+    return query_pb2.ListHostsResponse(
+        hosts=[host_pb(h) for h in hosts], next_page_token=_next_token(hosts, limit, lambda h: h.facts.host_id)
+    )
+
+
+def host_response(host: HostView, history: Iterable[FactChange]) -> query_pb2.GetHostResponse:
+    return query_pb2.GetHostResponse(
+        host=host_pb(host),
+        history=[query_pb2.HostChange(changed_at=_stamp(c.changed_at), facts=facts_to_pb(c.facts)) for c in history],
+    )
+
+
+def violations_response(rows: Sequence[ViolationView], limit: int) -> query_pb2.ListViolationsResponse:
+    return query_pb2.ListViolationsResponse(
+        violations=[
+            query_pb2.Violation(
+                policy=v.policy,
+                subject_kind=v.subject_kind,
+                subject=v.subject,
+                severity=v.severity,
+                since=_stamp(v.since),
+                resolved_at=_stamp(v.resolved_at),
+                detail=v.detail,
+            )
+            for v in rows
+        ],
+        next_page_token=_next_token(rows, limit, lambda v: v.id),
+    )
+
+
+def _version_counts(counts: Mapping[str, int]) -> list[query_pb2.ClusterVersionCount]:
+    return [
+        query_pb2.ClusterVersionCount(version=VERSION_TO_PB[Version(name)], count=n)
+        for name, n in sorted(counts.items())
+        if n
+    ]
+
+
+def clusters_response(summaries: Sequence[ClusterCapabilities], limit: int) -> query_pb2.ListClustersResponse:
+    return query_pb2.ListClustersResponse(
+        clusters=[
+            query_pb2.Cluster(
+                url=s.url,
+                kind=KIND_TO_PB[s.kind],
+                root_cluster=s.root_cluster or "",
+                forest=s.forest,
+                server_versions=_version_counts(s.server_versions.as_dict()),
+                client_versions=_version_counts(s.client_versions.as_dict()),
+                offline_enrollment=s.offline_enrollment,
+                self_activating_clients=s.self_activating_clients.value,
+                server_lockbox=s.server_lockbox,
+                sql_server_2005_by_default=s.sql_server_2005_by_default,
+            )
+            for s in summaries
+        ],
+        next_page_token=_next_token(summaries, limit, lambda s: s.url),
+    )
+
+
+def exemptions_response(rows: Sequence[ExemptionView], limit: int) -> query_pb2.ListExemptionsResponse:
+    return query_pb2.ListExemptionsResponse(
+        exemptions=[
+            query_pb2.Exemption(
+                id=e.id,
+                policy=e.policy,
+                subject_kind=e.subject_kind,
+                subject=e.subject,
+                reason=e.reason,
+                created_at=_stamp(e.created_at),
+                expires_at=_stamp(e.expires_at),
+            )
+            for e in rows
+        ],
+        next_page_token=_next_token(rows, limit, lambda e: e.id),
+    )
+
+
+def plan_response(plan: Plan) -> query_pb2.GetPlanResponse:
+    return query_pb2.GetPlanResponse(
+        waves=[
+            query_pb2.PlanWave(
+                number=wave.number,
+                steps=[
+                    query_pb2.PlanStep(
+                        forest=step.forest,
+                        cluster=step.cluster or "",
+                        role=step.role,
+                        hosts=list(step.hosts),
+                        from_version=VERSION_TO_PB[step.from_version],
+                        to_version=VERSION_TO_PB[step.to_version],
+                    )
+                    for step in wave.steps
+                ],
+                checklist=[
+                    query_pb2.ChecklistItem(forest=item.forest, cluster=item.cluster, action=item.action)
+                    for item in wave.checklist
+                ],
+            )
+            for wave in plan.waves
+        ],
+        unplanned=[
+            query_pb2.UnplannedHost(host_id=u.host_id, role=u.role, version=VERSION_TO_PB[u.version], reason=u.reason)
+            for u in plan.unplanned
+        ],
+    )
+
+
+# --- requests, on the CLI's side -----------------------------------------------------------------
+
+VERSION_CHOICES = tuple(v.value for v in VERSION_TO_PB)
+
+
+def hosts_request(
+    role: str | None, version: str | None, cluster: str | None, forest: str | None, stale_only: bool
+) -> query_pb2.ListHostsRequest:
+    return query_pb2.ListHostsRequest(
+        role=role or "",
+        version=VERSION_TO_PB[Version(version)] if version else facts_pb2.VERSION_UNSPECIFIED,
+        cluster=cluster or "",
+        forest=forest or "",
+        stale_only=stale_only,
+    )
+
+
+def violations_request(
+    policy: str | None, severity: str | None, state: str, since: datetime | None
+) -> query_pb2.ListViolationsRequest:
+    return query_pb2.ListViolationsRequest(
+        policy=policy or "", severity=severity or "", state=state, since=_stamp(since)
+    )
+
+
+def plan_request(max_unavailable: float | None, forest: str | None) -> query_pb2.GetPlanRequest:
+    return query_pb2.GetPlanRequest(max_unavailable=max_unavailable or 0.0, forest=forest or "")
+
+
+# --- responses, on the CLI's side: the JSON contracts --------------------------------------------
+
+
+class UnreadableAnswer(ValueError):
+    """A response this CLI cannot read (a collector of another release); one line."""
+
+
+def iso(stamp: Timestamp, present: bool = True) -> str | None:
+    if not present:
+        return None
+    return timestamp_to_datetime(stamp).isoformat().replace("+00:00", "Z")
+
+
+def _version(value: facts_pb2.Version.ValueType) -> str:
+    version = VERSION_FROM_PB.get(value)
+    if version is None:
+        raise UnreadableAnswer(f"the collector sent version enum value {value}, unknown to this CLI")
+    return version.value
+
+
+def facts_dict(message: facts_pb2.HostFacts) -> dict[str, Any]:
+    """The facts-file JSON form (contract 1) of wire facts, through the contract's own
+    conversions, so a facts field added there shows here without a change."""
+    try:
+        return facts_to_json(facts_from_pb(message))
+    except InvalidFacts as exc:
+        raise UnreadableAnswer(
+            f"the collector sent facts of host {message.host_id[:80]!r} this CLI cannot read: {exc}"
+        ) from None
+
+
+def host_dict(host: query_pb2.Host) -> dict[str, Any]:
+    return {
+        **facts_dict(host.facts),
+        "first_seen": iso(host.first_seen),
+        "last_seen": iso(host.last_seen),
+        "observed_at": iso(host.observed_at),
+        "last_sequence": host.last_sequence,
+        "agent_version": host.agent_version,
+        "stale": host.stale,
+    }
+
+
+def host_detail_dict(response: query_pb2.GetHostResponse) -> dict[str, Any]:
+    return {
+        "host": host_dict(response.host),
+        "history": [{"changed_at": iso(c.changed_at), **facts_dict(c.facts)} for c in response.history],
+    }
+
+
+def violation_dict(v: query_pb2.Violation) -> dict[str, Any]:
+    return {
+        "policy": v.policy,
+        "subject_kind": v.subject_kind,
+        "subject": v.subject,
+        "severity": v.severity,
+        "since": iso(v.since),
+        "resolved_at": iso(v.resolved_at, v.HasField("resolved_at")),
+        "detail": v.detail,
+    }
+
+
+def cluster_dict(c: query_pb2.Cluster) -> dict[str, Any]:
+    kind = KIND_FROM_PB.get(c.kind)
+    return {
+        "url": c.url,
+        "kind": None if kind is None else kind.value,
+        "root_cluster": c.root_cluster or None,
+        "forest": c.forest,
+        "server_versions": {_version(v.version): v.count for v in c.server_versions},
+        "client_versions": {_version(v.version): v.count for v in c.client_versions},
+        "offline_enrollment": c.offline_enrollment,
+        "self_activating_clients": c.self_activating_clients,
+        "server_lockbox": c.server_lockbox,
+        "sql_server_2005_by_default": c.sql_server_2005_by_default,
+    }
+
+
+def exemption_dict(e: query_pb2.Exemption) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "policy": e.policy,
+        "subject_kind": e.subject_kind,
+        "subject": e.subject,
+        "reason": e.reason,
+        "created_at": iso(e.created_at),
+        "expires_at": iso(e.expires_at, e.HasField("expires_at")),
+    }
+
+
+def plan_dict(response: query_pb2.GetPlanResponse) -> dict[str, Any]:
+    return {
+        "waves": [
+            {
+                "wave": w.number,
+                "checklist": [{"forest": c.forest, "cluster": c.cluster, "action": c.action} for c in w.checklist],
+                "steps": [
+                    {
+                        "forest": s.forest,
+                        "cluster": s.cluster or None,
+                        "role": s.role,
+                        "hosts": list(s.hosts),
+                        "from": _version(s.from_version),
+                        "to": _version(s.to_version),
+                    }
+                    for s in w.steps
+                ],
+            }
+            for w in response.waves
+        ],
+        "unplanned": [
+            {"host_id": u.host_id, "role": u.role, "version": _version(u.version), "reason": u.reason}
+            for u in response.unplanned
+        ],
+    }
