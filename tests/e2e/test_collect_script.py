@@ -521,3 +521,23 @@ def test_bad_arguments_and_ini_lines_are_named(wine: Wine, tmp_path: Path) -> No
     done = wine.collect("/forest:f", "/host_id:x", "/hostname:x", f"/out:{missing}")
     assert done.returncode == 4, done.stdout
     assert f"error: output folder {missing} does not exist or cannot be reached" in done.stdout
+
+
+def test_the_shipped_ini_example_works_as_it_is(wine: Wine, tmp_path: Path) -> None:
+    example = (SCRIPT.parent / "collect-rms-facts.ini.example").read_text(encoding="ascii")
+    host = Host(
+        registry={
+            f"{UNINSTALL}\\{{0E2C5A42-RMSFLEET-TEST}}": {
+                "DisplayName": "Windows Rights Management Client with Service Pack 2"
+            }
+        },
+        ini=example + "kernel = C:\\fixture\\ntoskrnl.exe\n",
+        files={"C:\\fixture\\ntoskrnl.exe": WINDOWS_XP},
+    )
+    wine.install(host)
+    # /print: the facts on standard output, nothing written (the example's folder is a UNC path).
+    done = wine.collect("/print", "/host_id:xp-04", "/hostname:xp-04.corp.example")
+    assert done.returncode == 0, done.stdout
+    facts = json.loads(done.stdout)
+    assert facts["forest"] == "corp.example"
+    assert facts["client"]["version"] == "SP2"
