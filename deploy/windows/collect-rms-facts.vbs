@@ -1,7 +1,9 @@
 ' collect-rms-facts.vbs: write this host's RMS facts as an rmsfleet facts file (design.md,
 ' contract 1) into a folder that `rmsfleet-agent spool` watches (docs/collect-script.md).
 '
-' Runs with what Windows 2000, XP and Server 2003 have built in: cscript and VBScript,
+' Runs with what Windows 2000, XP and Server 2003 have built in (and within what Wine's script host
+' implements, which is how it is tested: no Join, ChrW, ReDim, WScript.Arguments.Named, StdOut, no
+' `Set dict(key) = object`): cscript and VBScript,
 ' WScript.Shell (RegRead, Run), Scripting.FileSystemObject (GetFileVersion) and WMI's StdRegProv
 ' to list registry keys, or reg.exe when WMI cannot (reg.exe: built into XP and 2003, on
 ' Windows 2000 from the Support Tools).
@@ -442,7 +444,7 @@ Function ServerCluster(key)
             "DRMS_Logging_<cluster name>_<port> service; pass /server_cluster:URL"
     End If
     If names.Count > 1 Then
-        Fail EXIT_CLUSTER, "RMS server found but the registry names several clusters (" & Join(Sorted(names.Keys), ", ") & _
+        Fail EXIT_CLUSTER, "RMS server found but the registry names several clusters (" & JoinList(Sorted(names.Keys), ", ") & _
             "): pass /server_cluster:URL of the one this server belongs to"
     End If
     name = FirstKey(names)
@@ -1085,6 +1087,17 @@ Function Sorted(items)
         items(j + 1) = value
     Next
     Sorted = items
+End Function
+
+Function JoinList(items, separator)
+    ' Join() is missing from Wine's VBScript.
+    Dim item, out
+    out = ""
+    For Each item In items
+        If out <> "" Then out = out & separator
+        out = out & item
+    Next
+    JoinList = out
 End Function
 
 Function JoinPairs(d)

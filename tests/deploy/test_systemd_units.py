@@ -16,6 +16,7 @@ UNITS = DEPLOY / "systemd"
 COLLECTOR = UNITS / "rmsfleet-collector.service"
 MIGRATE = UNITS / "rmsfleet-collector-migrate.service"
 AGENT = UNITS / "rmsfleet-agent.service"
+SPOOL = UNITS / "rmsfleet-spool.service"
 
 
 def directives(path: Path) -> dict[str, list[str]]:
@@ -51,6 +52,7 @@ def console_scripts() -> set[str]:
         (COLLECTOR, ["serve"]),
         (MIGRATE, ["migrate"]),
         (AGENT, ["--config", "/etc/rmsfleet/agent.toml"]),
+        (SPOOL, ["spool", "--config", "/etc/rmsfleet/spool.toml"]),
     ],
 )
 def test_units_start_the_console_scripts(unit: Path, arguments: list[str]) -> None:
@@ -66,6 +68,7 @@ def test_units_start_the_console_scripts(unit: Path, arguments: list[str]) -> No
         (COLLECTOR, "/etc/rmsfleet/collector.env", "rmsfleet-collector"),
         (MIGRATE, "/etc/rmsfleet/collector.env", "rmsfleet-collector"),
         (AGENT, "/etc/rmsfleet/agent.env", "rmsfleet-agent"),
+        (SPOOL, "/etc/rmsfleet/spool.env", "rmsfleet-spool"),
     ],
 )
 def test_units_run_unprivileged_with_their_state_directory(unit: Path, env_file: str, state: str) -> None:
@@ -78,7 +81,7 @@ def test_units_run_unprivileged_with_their_state_directory(unit: Path, env_file:
     assert one(unit, "ProtectSystem") == "strict"
 
 
-@pytest.mark.parametrize("unit", [COLLECTOR, AGENT])
+@pytest.mark.parametrize("unit", [COLLECTOR, AGENT, SPOOL])
 def test_long_running_units_restart_on_failure(unit: Path) -> None:
     assert one(unit, "Restart") == "on-failure"
     assert "[Install]" in unit.read_text(encoding="utf-8")
@@ -107,7 +110,7 @@ def test_systemd_accepts_the_units(systemd_analyze: str, tmp_path: Path) -> None
     fake.write_text("#!/bin/sh\n", encoding="utf-8")
     fake.chmod(0o755)
     copies = []
-    for unit in (COLLECTOR, MIGRATE, AGENT):
+    for unit in (COLLECTOR, MIGRATE, AGENT, SPOOL):
         text = re.sub(r"^ExecStart=\S+", f"ExecStart={fake}", unit.read_text(encoding="utf-8"), flags=re.MULTILINE)
         text = re.sub(r"^#(LoadCredential|Environment)=", r"\1=", text, flags=re.MULTILINE)
         copy = tmp_path / unit.name
@@ -119,10 +122,18 @@ def test_systemd_accepts_the_units(systemd_analyze: str, tmp_path: Path) -> None
     )
 
 
-@pytest.mark.parametrize("unit", [COLLECTOR, MIGRATE, AGENT])
+@pytest.mark.parametrize("unit", [COLLECTOR, MIGRATE, AGENT, SPOOL])
 def test_units_are_hardened(systemd_analyze: str, unit: Path) -> None:
     """systemd's own exposure score stays low (0 best, 10 worst; these units score about 1.4)."""
     result = run(systemd_analyze, "security", "--offline=true", "--no-pager", str(unit))
     score = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
     assert score is not None, f"{result.stdout}\n{result.stderr}"
     assert float(score.group(1)) <= 2.0, result.stdout
+
+
+def test_the_spool_may_write_only_its_folder() -> None:
+    # ProtectSystem=strict makes everything else read-only; the folder's group is how the
+    # writers (a Samba share, a copy job) and the spool share it.
+    assert one(SPOOL, "ReadWritePaths") == "/srv/rmsfleet-spool"
+    assert one(SPOOL, "SupplementaryGroups") == "rmsfleet-spool"
+    assert one(SPOOL, "ProtectSystem") == "strict"

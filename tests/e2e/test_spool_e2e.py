@@ -12,7 +12,7 @@ import socket
 import sqlite3
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +94,13 @@ batch_size = 3
     def log(self) -> str:
         return self.log_path.read_text()
 
+    def wait(self, predicate: Callable[[], object], what: str, timeout: float = 60) -> None:
+        """wait_for, with this agent's log in the failure."""
+        try:
+            wait_for(predicate, timeout=timeout, what=what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nspool log:\n{self.log()[-4000:]}") from None
+
     def stop(self) -> int:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -119,12 +126,12 @@ def test_dropped_files_become_their_hosts_and_a_bad_file_is_set_aside_with_its_r
     drop(folder, "wrong", {**host("ws-98"), "client": {"version": "SP3", "activation": "self", "cluster": None}})
     spooler = Spooler(tmp_path, collector.address, folder, tmp_path / "state")
     try:
-        wait_for(lambda: len(stored(db)) == 7, what="seven hosts stored", timeout=60)
-        wait_for(lambda: not list(folder.glob("*.json")), what="the folder emptied")
+        spooler.wait(lambda: len(stored(db)) == 7, "seven hosts stored")
+        spooler.wait(lambda: not list(folder.glob("*.json")), "the folder emptied")
         # More files while it runs: a changed host and a new one.
         drop(folder, "ws-00-later", host("ws-00", "SP1"))
         drop(folder, "ws-07", host("ws-07"))
-        wait_for(lambda: stored(db).get("ws-00", ("", 0))[0] == "SP1" and "ws-07" in stored(db), what="new files")
+        spooler.wait(lambda: stored(db).get("ws-00", ("", 0))[0] == "SP1" and "ws-07" in stored(db), "new files")
     finally:
         assert spooler.stop() == 0, spooler.log()
     assert set(stored(db)) == {f"ws-{number:02d}" for number in range(8)}
@@ -153,7 +160,8 @@ def test_a_file_still_being_written_or_not_renamed_is_left_alone(tmp_path: Path,
     folder = tmp_path / "spool"
     folder.mkdir()
     # A writer that does not use rename, slowly: half a document that grows in bursts, each
-    # pause (0.4 s) longer than a pass (0.2 s) and shorter than the settle time (2 s).
+    # pause (0.3 s) longer than a pass (0.2 s) and far shorter than the settle time (5 s, so a
+    # busy machine's stalls do not end the file early); told to, it writes the rest at once.
     half = folder / "slow.json"
     head = '{"host_id": "slow-01",'
     writing = threading.Event()
@@ -165,30 +173,29 @@ def test_a_file_still_being_written_or_not_renamed_is_left_alone(tmp_path: Path,
             while writing.is_set():
                 handle.write(" ")
                 handle.flush()
-                writing.wait(0.4)
+                writing.wait(0.3)
+            handle.write(json.dumps(host("slow-01"))[len(head) :])
 
     writer = threading.Thread(target=slow_writer)
     writer.start()
     # And one that follows the contract but has not renamed yet.
     pending_rename = folder / "later.tmp"
     pending_rename.write_text(json.dumps(host("later-01")))
-    spooler = Spooler(tmp_path, collector.address, folder, tmp_path / "state", settle=2.0)
+    spooler = Spooler(tmp_path, collector.address, folder, tmp_path / "state", settle=5.0)
     try:
         # Two complete files, one after the other: each waits out the settle time, and the half
         # file was looked at in every pass meanwhile.
         drop(folder, "marker-1", host("marker-01"))
-        wait_for(lambda: "marker-01" in stored(db), what="a complete file taken", timeout=30)
+        spooler.wait(lambda: "marker-01" in stored(db), "a complete file taken")
         drop(folder, "marker-2", host("marker-02"))
-        wait_for(lambda: "marker-02" in stored(db), what="a second complete file taken", timeout=30)
-        assert half.exists() and not (folder / "rejected").exists()
+        spooler.wait(lambda: "marker-02" in stored(db), "a second complete file taken")
+        assert half.exists() and not (folder / "rejected").exists(), spooler.log()
         assert pending_rename.exists()
         assert set(stored(db)) == {"marker-01", "marker-02"}
         writing.clear()
         writer.join()
-        with half.open("a") as handle:
-            handle.write(json.dumps(host("slow-01"))[len(head) :])
         pending_rename.replace(folder / "later.json")
-        wait_for(lambda: {"slow-01", "later-01"} <= set(stored(db)), what="both files once complete", timeout=30)
+        spooler.wait(lambda: {"slow-01", "later-01"} <= set(stored(db)), "both files once complete")
     finally:
         writing.clear()
         writer.join()
@@ -208,8 +215,8 @@ def test_an_agent_killed_after_taking_files_loses_nothing_and_stores_each_host_o
     nowhere = f"127.0.0.1:{free_port()}"
     first = Spooler(tmp_path, nowhere, folder, state)
     try:
-        wait_for(lambda: not list(folder.glob("*.json")), what="every file taken", timeout=30)
-        wait_for(lambda: "cannot reach the collector" in first.log(), what="a failed send")
+        first.wait(lambda: not list(folder.glob("*.json")), "every file taken")
+        first.wait(lambda: "cannot reach the collector" in first.log(), "a failed send")
     finally:
         first.process.send_signal(signal.SIGKILL)
         first.process.wait(10)
@@ -219,9 +226,9 @@ def test_an_agent_killed_after_taking_files_loses_nothing_and_stores_each_host_o
     collector = start_collector(tmp_path, f"sqlite:///{db}")
     second = Spooler(tmp_path, collector.address, folder, state)
     try:
-        wait_for(lambda: set(stored(db)) == set(hosts), what="every host after the restart", timeout=60)
-        wait_for(lambda: not list(folder.glob("*.json")), what="the returned file taken")
-        wait_for(lambda: "reported kill-00" in second.log() and "spooled kill-00.json" in second.log(), what="resend")
+        second.wait(lambda: set(stored(db)) == set(hosts), "every host after the restart")
+        second.wait(lambda: not list(folder.glob("*.json")), "the returned file taken")
+        second.wait(lambda: "reported kill-00" in second.log() and "spooled kill-00.json" in second.log(), "resend")
     finally:
         assert second.stop() == 0, second.log()
         assert collector.stop() == 0, collector.log()

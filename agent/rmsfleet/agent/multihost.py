@@ -33,6 +33,7 @@ import hashlib
 import logging
 import os
 import re
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -244,6 +245,23 @@ class HostOutboxes:
         except OSError as exc:
             raise OutboxError(f"{self.root}: cannot list the host outboxes: {exc.strerror or exc}") from exc
 
+    def _may_have_pending(self, directory: str) -> bool:
+        """A quick read-only look (no fsync, unlike opening an Outbox): False only when the file
+        surely holds no pending report. Anything unusual (a -wal file left by a crash, a damaged
+        file) says True, and the drain opens it properly."""
+        path = self.root / directory / OUTBOX_FILE
+        if path.with_name(OUTBOX_FILE + "-wal").exists():
+            return True
+        try:
+            db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=1)
+            try:
+                row = db.execute("SELECT EXISTS (SELECT 1 FROM pending)").fetchone()
+            finally:
+                db.close()
+        except sqlite3.Error:
+            return True
+        return bool(row and row[0])
+
     def pending_count(self, host_id: str) -> int:
         directory = host_directory(host_id)
         if not (self.root / directory / OUTBOX_FILE).exists():
@@ -278,9 +296,13 @@ class HostOutboxes:
         if not links:
             raise ValueError("drain needs at least one collector link")
         with self._lock:
-            if not self._looked_on_disk:
-                self._dirty.update(self.directories())
-                self._looked_on_disk = True
+            looked = self._looked_on_disk
+            self._looked_on_disk = True
+        if not looked:
+            found = [directory for directory in self.directories() if self._may_have_pending(directory)]
+            with self._lock:
+                self._dirty.update(found)
+        with self._lock:
             candidates = sorted(self._dirty)
             progress = _Progress(link_index=self._link_index)
 

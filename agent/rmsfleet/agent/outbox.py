@@ -180,8 +180,11 @@ class Outbox:
                     f"{self.path}: written by a newer agent (outbox schema {version}, this agent knows "
                     f"{SCHEMA_VERSION}); upgrade the agent or move the file away"
                 )
-            db.executescript(_SCHEMA)
-            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            if version < SCHEMA_VERSION:
+                # Only a new (or older) file is written to on opening: each write is an fsync, and
+                # a sender of many hosts (multihost.py) opens thousands of outboxes.
+                db.executescript(_SCHEMA)
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             if db.execute("SELECT 1 FROM meta WHERE key = 'next_sequence'").fetchone() is None:
                 first = max(1, int(self._clock().timestamp() * 1_000_000))
                 db.execute("INSERT INTO meta (key, value) VALUES ('next_sequence', ?)", (str(first),))

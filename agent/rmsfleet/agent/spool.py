@@ -121,6 +121,7 @@ class SpoolFolder:
         self._clock = clock
         self._seen: dict[str, _Seen] = {}
         self._failed_removal: set[str] = set()
+        self._unopenable: set[str] = set()
 
     @property
     def rejected_dir(self) -> Path:
@@ -160,6 +161,8 @@ class SpoolFolder:
                     settled.append((seen.mtime_ns, name))
         # Only names still in the folder are remembered: the memory follows the folder.
         self._seen = current
+        self._unopenable &= current.keys()
+        self._failed_removal &= current.keys()
         return [name for _mtime, name in sorted(settled)]
 
     # --- taking ---------------------------------------------------------------------------------
@@ -196,8 +199,11 @@ class SpoolFolder:
             self._seen.pop(name, None)
             return "gone"
         except OSError as exc:
-            # Windows: still open for writing by its writer (a sharing violation). Try later.
-            log.debug("cannot open %s yet: %s", path, exc.strerror or exc)
+            # Windows: still open for writing by its writer (a sharing violation); elsewhere a
+            # permission problem. Tried again every pass; said once per file.
+            if name not in self._unopenable:
+                self._unopenable.add(name)
+                log.warning("cannot open %s: %s; it is tried again every pass", path, exc.strerror or exc)
             return "busy"
         if stat.st_size > MAX_FILE_BYTES or len(data) > MAX_FILE_BYTES:
             return self._reject(path, f"{path}: larger than {MAX_FILE_BYTES} bytes: not a facts file")

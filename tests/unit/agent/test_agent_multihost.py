@@ -254,3 +254,20 @@ def test_puts_from_many_threads_while_draining_lose_nothing(tmp_path: Path) -> N
     sent_hosts.update(o.host_id or "" for o in hosts.drain(agent_config, [link], stop, concurrency=4).outcomes)
     assert sent_hosts == {f"ams-{number:03d}" for number in range(40)}
     assert all(hosts.pending_count(f"ams-{number:03d}") == 0 for number in range(40))
+
+
+def test_a_restart_opens_only_the_outboxes_that_hold_reports(tmp_path: Path) -> None:
+    # Opening an outbox properly costs a quick_check and possibly fsyncs; a spool or scanner that
+    # restarts with thousands of delivered hosts must not pay that for each. The quick look must
+    # still never miss a pending report.
+    link = FakeLink("a:1")
+    with HostOutboxes(tmp_path / "state") as first:
+        first.put(facts("ams-01"), T0)
+        first.put(facts("ams-02"), T0)
+        first.drain(config(tmp_path, [link]), [link], threading.Event())
+        first.put(facts("ams-02", Version.SP1), T0 + timedelta(minutes=1))
+    later = HostOutboxes(tmp_path / "state")
+    assert not later._may_have_pending(host_directory("ams-01"))
+    assert later._may_have_pending(host_directory("ams-02"))
+    result = later.drain(config(tmp_path, [link]), [link], threading.Event())
+    assert [(o.host_id, o.delivered) for o in result.outcomes] == [("ams-02", 1)]
