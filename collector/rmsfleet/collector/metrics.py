@@ -175,6 +175,16 @@ def _violation_families(aggregates: FleetAggregates, policy_ids: Sequence[str], 
             by_severity.add_metric([policy, severity], count)
         first = aggregates.oldest_violation_by_policy.get(policy)
         oldest.add_metric([policy], 0.0 if first is None else max(0.0, (now - first).total_seconds()))
+    # Only combinations with open violations: forests are known from the subjects, and a series
+    # that disappears resolves its alert.
+    by_forest = GaugeMetricFamily(
+        "rmsfleet_policy_violations_by_forest",
+        "Open violations per policy, severity and AD forest of the subject",
+        labels=["policy", "severity", "forest"],
+    )
+    for (policy, severity, forest), count in sorted(aggregates.violations_by_policy_severity_forest.items()):
+        by_forest.add_metric([policy, severity, forest], count)
     yield total
     yield by_severity
     yield oldest
+    yield by_forest
