@@ -1,5 +1,5 @@
 """The demo: `python3 scripts/demo.py`. Sets itself up, starts a collector on SQLite, has real
-agents report the sample fleet in examples/fleet/ (30 hosts, two forests, root and licensing
+agents report the sample fleet in examples/fleet/ (32 hosts, two forests, root and licensing
 clusters), prints the violations and clusters, shows where the alerts go (Prometheus and
 Alertmanager, when installed), and keeps serving until Ctrl-C."""
 

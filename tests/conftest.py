@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy
+from domain_table import DOMAIN_MD, parse_policy_table
 from sqlalchemy.engine import make_url
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -93,3 +94,11 @@ def require_tool(name: str, package: str) -> str:
         skip_or_fail(f"`{name}` not found on PATH (install Debian's `{package}` package)")
     assert found is not None
     return found
+
+
+@pytest.fixture(scope="session")
+def domain_policies() -> dict[str, tuple[str, ...]]:
+    """shared/domain.md's policy table (policy id -> cited fact ids), read from the file."""
+    if not DOMAIN_MD.exists():
+        skip_or_fail(f"{DOMAIN_MD} not found: the policy table is read from shared/domain.md beside the checkout")
+    return parse_policy_table(DOMAIN_MD.read_text(encoding="utf-8"), str(DOMAIN_MD))

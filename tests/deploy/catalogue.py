@@ -1,5 +1,6 @@
 """The contracts the deploy files must follow, read from where they are written down: the metric
-catalogue (docs/metrics.md), the policy table (shared/domain.md) and the recording rules."""
+catalogue (docs/metrics.md) and the recording rules. The policy table comes from shared/domain.md
+through the `domain_policies` fixture (tests/domain_table.py)."""
 
 from __future__ import annotations
 
@@ -20,19 +21,6 @@ RECORDING_RULES = PROMETHEUS / "rules" / "recording.yml"
 ALERT_RULES = PROMETHEUS / "rules" / "alerts.yml"
 METRICS_MD = REPO / "docs" / "metrics.md"
 DEPLOY_MD = REPO / "docs" / "deploy.md"
-# In CI the repository is cloned elsewhere with shared/ as its sibling, as it is here.
-DOMAIN_MD = REPO.parent / "shared" / "domain.md"
-
-# domain.md's policy table (policy id -> the facts it cites), for a checkout without shared/.
-FALLBACK_POLICIES: Mapping[str, tuple[str, ...]] = {
-    "mixed-version-cluster": ("D5", "D8"),
-    "client-not-self-activating": ("D10",),
-    "server-no-offline-enrollment": ("D9",),
-    "mixed-versions-in-forest": ("D8",),
-    "licensing-ahead-of-root": ("D6",),
-    "unsupported-upgrade-path": ("D1",),
-    "stale-agent": (),
-}
 
 # Labels Prometheus adds to every scraped series, and the series it makes itself per target.
 TARGET_LABELS = frozenset({"job", "instance"})
@@ -92,27 +80,6 @@ def resolve_metric(name: str, catalogue: Mapping[str, MetricSpec]) -> MetricSpec
         if base is not None and base.type == "histogram":
             return base
     return None
-
-
-def load_domain_policies(path: Path = DOMAIN_MD) -> dict[str, tuple[str, ...]]:
-    """domain.md's policy table: policy id -> the fact ids (D1..D13) in its `from` column."""
-    if not path.exists():
-        return dict(FALLBACK_POLICIES)
-    policies: dict[str, tuple[str, ...]] = {}
-    in_table = False
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.startswith("#"):
-            in_table = line.lstrip("#").strip().lower().startswith("what the product flags")
-            continue
-        if not in_table or not line.startswith("|"):
-            continue
-        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        policy = _CODE.fullmatch(cells[0])
-        if policy is not None and len(cells) >= 3:
-            policies[policy.group(1)] = tuple(re.findall(r"\bD\d+\b", cells[2]))
-    if not policies:
-        raise AssertionError(f"found no policy table in {path}: has its format changed?")
-    return policies
 
 
 def load_rules(path: Path) -> list[dict[str, Any]]:

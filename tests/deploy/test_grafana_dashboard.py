@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from .catalogue import DEPLOY, expression_problems, load_catalogue, load_domain_policies, recording_rule_names
+from .catalogue import DEPLOY, expression_problems, load_catalogue, recording_rule_names
 from .conftest import assert_ok, run
 from .dashboard import OVERVIEW, data_panels, load_dashboard, panel_expressions
 
@@ -78,10 +78,12 @@ def test_dashboard_shows_what_operators_look_for() -> None:
         assert needed in expressions, f"no panel shows {needed}"
 
 
-def test_panel_expressions_use_only_catalogue_metrics_and_recording_rules() -> None:
+def test_panel_expressions_use_only_catalogue_metrics_and_recording_rules(
+    domain_policies: dict[str, tuple[str, ...]],
+) -> None:
     catalogue = load_catalogue()
     recorded = recording_rule_names()
-    policies = load_domain_policies()
+    policies = domain_policies
     expressions = panel_expressions()
     assert len(expressions) >= 15
     problems = [

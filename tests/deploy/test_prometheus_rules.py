@@ -8,7 +8,6 @@ firing and a quiet unit test, and every expression uses only metrics and labels 
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from pathlib import Path
@@ -21,14 +20,11 @@ from .catalogue import (
     ALERT_RULES,
     DEPLOY,
     DEPLOY_MD,
-    DOMAIN_MD,
-    FALLBACK_POLICIES,
     PROMETHEUS,
     RECORDING_RULES,
     REPO,
     expression_problems,
     load_catalogue,
-    load_domain_policies,
     load_rules,
     recording_rule_names,
 )
@@ -145,8 +141,8 @@ def test_configuration_scrapes_the_job_the_alerts_select() -> None:
 # --- alerts against domain.md and docs ------------------------------------------------------
 
 
-def test_every_policy_has_an_alert() -> None:
-    policies = load_domain_policies()
+def test_every_policy_has_an_alert(domain_policies: dict[str, tuple[str, ...]]) -> None:
+    policies = domain_policies
     alerted = {alert["labels"].get("policy") for alert in alerts()}
     missing = sorted(set(policies) - alerted)
     assert not missing, f"policies without an alert: {missing}"
@@ -154,8 +150,8 @@ def test_every_policy_has_an_alert() -> None:
     assert not unknown, f"alerts for policies domain.md does not have: {unknown}"
 
 
-def test_policy_alerts_cite_the_facts_of_their_policy() -> None:
-    policies = load_domain_policies()
+def test_policy_alerts_cite_the_facts_of_their_policy(domain_policies: dict[str, tuple[str, ...]]) -> None:
+    policies = domain_policies
     for alert in alerts():
         policy = alert["labels"].get("policy")
         if policy is None:
@@ -276,10 +272,10 @@ def test_unit_tests_evaluate_at_the_scrape_interval() -> None:
 # --- the metric contract ----------------------------------------------------------------------
 
 
-def test_rules_use_only_catalogue_metrics_and_labels() -> None:
+def test_rules_use_only_catalogue_metrics_and_labels(domain_policies: dict[str, tuple[str, ...]]) -> None:
     catalogue = load_catalogue()
     recorded = recording_rule_names()
-    policies = load_domain_policies()
+    policies = domain_policies
     problems = [
         f"{rule.get('record') or rule.get('alert')}: {problem}"
         for path in (RECORDING_RULES, ALERT_RULES)
@@ -314,13 +310,3 @@ def test_fleet_gauges_are_aggregated_with_max() -> None:
             for metric in fleet:
                 summed = re.search(rf"\b(sum|count)\b[^()]*\(\s*{metric}\b", rule["expr"])
                 assert summed is None, f"{rule.get('record') or rule.get('alert')} aggregates {metric} with {summed}"
-
-
-def test_fallback_policy_table_matches_domain_md() -> None:
-    """The copy used when shared/domain.md is not beside the repository stays current."""
-    if not DOMAIN_MD.exists():
-        # CI always lays shared/ beside the clone; only a bare checkout may lack it.
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{DOMAIN_MD} not found: CI must check the policy table against domain.md")
-        pytest.skip(f"{DOMAIN_MD} not found")
-    assert load_domain_policies(DOMAIN_MD) == dict(FALLBACK_POLICIES)

@@ -25,6 +25,7 @@ def host(
     cluster: str = ROOT,
     root: str | None = None,
     forest: str = "corp.example",
+    activation: str | None = None,
 ) -> dict[str, Any]:
     document: dict[str, Any] = {"host_id": host_id, "hostname": f"{host_id}.{forest}", "forest": forest}
     if server:
@@ -38,7 +39,7 @@ def host(
     if client:
         document["client"] = {
             "version": client,
-            "activation": "internet" if client == "RTM" else "self",
+            "activation": activation or ("internet" if client == "RTM" else "self"),
             "cluster": cluster,
         }
     return document
@@ -108,12 +109,35 @@ def test_client_not_self_activating(fleet: Fleet) -> None:
     fleet.wait_resolved("client-not-self-activating", "ws1")
 
 
+def test_client_not_self_activating_is_critical_for_an_rtm_client_that_never_can_be(fleet: Fleet) -> None:
+    """D18: the RTM activation service is gone, so an RTM client that is not activated never will be."""
+    fleet.report(host("ws1", client="RTM", activation="none"))
+    opened = fleet.wait_open("client-not-self-activating", "ws1", "critical")
+    assert "can never be" in opened["detail"] and "D18" in opened["detail"]
+    fleet.report(host("ws1", client="RTM", activation="internet"))
+    downgraded = fleet.wait_open("client-not-self-activating", "ws1", "warning")
+    assert downgraded["since"] == opened["since"]
+
+
 def test_server_no_offline_enrollment(fleet: Fleet) -> None:
-    """D9: an RTM server must enroll over the internet."""
-    fleet.report(host("s1", server="RTM"))
+    """D9: an RTM server must enroll over the internet; D16: only a root certification cluster's."""
+    fleet.report(host("s1", server="RTM"), host("l1", server="RTM", cluster=LIC, root=ROOT))
     assert "D9" in fleet.wait_open("server-no-offline-enrollment", "s1")["detail"]
+    assert [v["subject"] for v in fleet.open("server-no-offline-enrollment")] == ["s1"]
     fleet.report(host("s1", server="SP1"))
     fleet.wait_resolved("server-no-offline-enrollment", "s1")
+
+
+def test_client_cannot_publish_online(fleet: Fleet) -> None:
+    """D14: an RTM client cannot publish online against an SP1 or later server of its cluster."""
+    fleet.report(host("s1", server="RTM"), host("ws1", client="RTM"))
+    fleet.wait_open("server-no-offline-enrollment", "s1")  # the pass over this report ran
+    assert fleet.open("client-cannot-publish-online") == []
+    fleet.report(host("s1", server="SP1"))
+    opened = fleet.wait_open("client-cannot-publish-online", "ws1")
+    assert "D14" in opened["detail"] and "SP1" in opened["detail"]
+    fleet.report(host("ws1", client="SP2"))
+    fleet.wait_resolved("client-cannot-publish-online", "ws1")
 
 
 def test_mixed_versions_in_forest_only_within_one_forest(fleet: Fleet) -> None:

@@ -85,6 +85,15 @@ def test_sample_fleet_violations_json_and_metrics(tmp_path: Path, db_url: str) -
             if (json.loads(f.read_text()).get("client") or {}).get("version") == "RTM"
         )
         assert sorted(s for p, s in by_policy if p == "client-not-self-activating") == rtm_clients
+        # D18: the RTM client nobody activated can never be: critical.
+        critical = sorted(
+            v["subject"]
+            for v in violations
+            if v["policy"] == "client-not-self-activating" and v["severity"] == "critical"
+        )
+        assert critical == ["ber-ws-006"]
+        # D15: the Windows 7 desktops' built-in client is never flagged.
+        assert not [s for _, s in by_policy if s in {"ams-ws-007", "ber-ws-007"}]
         # The partner forest's clusters all run SP2: never mixed.
         assert ("mixed-version-cluster", "https://rms.partner.example") not in by_policy
 
@@ -102,7 +111,9 @@ def test_sample_fleet_violations_json_and_metrics(tmp_path: Path, db_url: str) -
             assert metric_value(text, "rmsfleet_hosts", role="server", version=version) == expected
         assert metric_value(text, "rmsfleet_policy_violations", policy="client-not-self-activating") == len(rtm_clients)
         assert metric_value(text, "rmsfleet_reports_total", outcome="applied") == len(files)
-        assert metric_value(text, "rmsfleet_clients", version="RTM", activation="internet") == len(rtm_clients)
+        assert metric_value(text, "rmsfleet_clients", version="RTM", activation="internet") == len(rtm_clients) - 1
+        assert metric_value(text, "rmsfleet_clients", version="RTM", activation="none") == 1
+        assert metric_value(text, "rmsfleet_clients", version="BUILTIN", activation="unknown") == 2
         assert "rmsfleet_ingest_batch_size_bucket" in text
         assert "rmsfleet_ingest_commit_duration_seconds_bucket" in text
         # No label may carry a host id: the series count must not grow with the fleet.

@@ -201,6 +201,47 @@ def test_incremental_pass_sees_changed_hosts_and_leaves_the_others_alone(session
         }
     assert open_now == {
         ("client-not-self-activating", "ws2"),  # untouched: still open
+        ("client-cannot-publish-online", "ws2"),  # D14: its cluster now has SP1+ servers
         ("mixed-version-cluster", CLUSTER),  # found from all servers
         ("mixed-versions-in-forest", "corp.example"),
     }
+
+
+def test_an_rtm_client_joining_an_upgraded_cluster_is_seen_by_the_cluster_rules(
+    sessions: sessionmaker[Session],
+) -> None:
+    """D14 looks at servers and RTM clients: a batch with only a client in it must still run it,
+    and the client's later upgrade must resolve it, without a full pass."""
+    evaluator = Evaluator(
+        sessions,
+        PolicyConfig(stale_after=timedelta(days=365)),
+        lambda: T0,
+        CollectorMetrics(CollectorRegistry(), "test"),
+        AggregatesHolder(),
+    )
+    with sessions.begin() as session:
+        apply_reports(session, [report(server("s1", Version.SP2), 1)])
+    evaluator.evaluate_once()
+
+    def open_d14() -> set[str]:
+        with sessions() as session:
+            found = queries.list_violations(
+                session, queries.ViolationFilter(policy="client-cannot-publish-online"), None, 100
+            )
+        return {v.subject for v in found}
+
+    with sessions.begin() as session:
+        results = apply_reports(session, [report(client("ws9", Version.RTM), 1)])
+    assert [r.touches_servers for r in results] == [True]
+    evaluator.evaluate_changes({"ws9"}, servers_touched=any(r.touches_servers for r in results))
+    assert open_d14() == {"ws9"}
+
+    with sessions.begin() as session:
+        results = apply_reports(session, [report(client("ws9", Version.SP2), 2)])
+    assert [r.touches_servers for r in results] == [True]  # it was an RTM client
+    evaluator.evaluate_changes({"ws9"}, servers_touched=any(r.touches_servers for r in results))
+    assert open_d14() == set()
+
+    with sessions.begin() as session:
+        results = apply_reports(session, [report(client("ws8", Version.SP1), 1)])
+    assert [r.touches_servers for r in results] == [False]  # an SP1 client changes no cluster rule

@@ -208,6 +208,12 @@ def test_a_fleet_already_at_sp2_needs_no_wave() -> None:
     assert plan == Plan(waves=(), unplanned=())
 
 
+def test_d15_clients_built_into_windows_are_never_planned() -> None:
+    plan = plan_upgrade([server("s1", SP2, "https://rms"), client("vista", Version.BUILTIN, "https://rms")])
+
+    assert plan == Plan(waves=(), unplanned=())
+
+
 def test_unknown_versions_are_never_guessed_but_listed_as_unplanned() -> None:
     plan = plan_upgrade(
         [

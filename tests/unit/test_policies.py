@@ -28,6 +28,7 @@ from rmsfleet.collector.domain.policies import (
     Exemption,
     PolicyContext,
     apply_exemptions,
+    client_cannot_publish_online,
     client_not_self_activating,
     escalate,
     evaluate_all,
@@ -55,13 +56,18 @@ def facts(
     kind: ClusterKind = ROOT,
     root: str | None = None,
     client: Version | None = None,
+    activation: Activation = Activation.SELF,
+    client_cluster: str | None = "",
 ) -> HostFacts:
+    # client_cluster "" (the default) means the same cluster as the server part.
     return HostFacts(
         host_id=host_id,
         hostname=f"{host_id}.{forest}",
         forest=forest,
         server=None if server is None else ServerFacts(server, cluster, kind, root, Enrollment.OFFLINE),
-        client=None if client is None else ClientFacts(client, Activation.SELF, cluster),
+        client=None
+        if client is None
+        else ClientFacts(client, activation, cluster if client_cluster == "" else client_cluster),
     )
 
 
@@ -75,9 +81,21 @@ def host(
     kind: ClusterKind = ROOT,
     root: str | None = None,
     client: Version | None = None,
+    activation: Activation = Activation.SELF,
+    client_cluster: str | None = "",
 ) -> HostRecord:
     return HostRecord(
-        facts=facts(host_id, server, cluster, forest=forest, kind=kind, root=root, client=client),
+        facts=facts(
+            host_id,
+            server,
+            cluster,
+            forest=forest,
+            kind=kind,
+            root=root,
+            client=client,
+            activation=activation,
+            client_cluster=client_cluster,
+        ),
         first_seen=NOW - timedelta(days=30),
         last_seen=last_seen,
     )
@@ -282,7 +300,7 @@ def test_d1_without_history_nothing_can_be_said() -> None:
     assert unsupported_upgrade_path(Fleet(hosts=[host("a", SP2)]), CTX) == []
 
 
-# --- server-no-offline-enrollment (D9) ---------------------------------------------------------
+# --- server-no-offline-enrollment (D9, D16) ----------------------------------------------------
 
 
 def test_d9_an_rtm_server_cannot_enroll_offline() -> None:
@@ -294,25 +312,103 @@ def test_d9_an_rtm_server_cannot_enroll_offline() -> None:
         (SubjectKind.HOST, "a", Severity.WARNING),
         (SubjectKind.HOST, "b", Severity.WARNING),
     ]
-    assert "cluster https://two" in findings[0].detail
+    assert "root certification cluster https://two" in findings[0].detail
     assert "must enroll over the internet" in findings[0].detail
+
+
+def test_d16_rtm_servers_of_a_licensing_only_cluster_sub_enroll_and_are_not_flagged() -> None:
+    fleet = Fleet(hosts=[host("root1", SP1, ROOT_URL), lic("lic1", RTM), host("root2", RTM, "https://two")])
+
+    assert [f.subject for f in server_no_offline_enrollment(fleet, CTX)] == ["root2"]
 
 
 def test_d9_sp1_sp2_and_unknown_servers_are_not_flagged() -> None:
     assert server_no_offline_enrollment(Fleet(hosts=[host("a", SP1), host("b", SP2), host("c", UNKNOWN)]), CTX) == []
 
 
-# --- client-not-self-activating (D10) ----------------------------------------------------------
+# --- client-not-self-activating (D10, D18) -----------------------------------------------------
 
 
-def test_d10_an_rtm_client_must_activate_over_the_internet() -> None:
-    fleet = Fleet(hosts=[host("a", client=RTM), host("b", client=SP1), host("c", client=UNKNOWN), host("d", RTM)])
+def test_d10_an_activated_rtm_client_must_activate_over_the_internet() -> None:
+    fleet = Fleet(
+        hosts=[
+            host("a", client=RTM, activation=Activation.INTERNET),
+            host("b", client=SP1),
+            host("c", client=UNKNOWN, activation=Activation.NONE),
+            host("d", RTM),
+        ]
+    )
 
     findings = client_not_self_activating(fleet, CTX)
 
     assert subjects(findings) == [(SubjectKind.HOST, "a", Severity.WARNING)]
-    assert "activate over the internet" in findings[0].detail
+    assert "activates only over the internet" in findings[0].detail
+    assert "no new user or reinstall can be activated" in findings[0].detail
     assert "straight to SP2" in findings[0].detail
+    assert "D18" in findings[0].detail
+
+
+def test_d18_an_rtm_client_that_is_not_activated_never_can_be_and_is_critical() -> None:
+    fleet = Fleet(
+        hosts=[
+            host("never", client=RTM, activation=Activation.NONE),
+            host("unsure", client=RTM, activation=Activation.UNKNOWN),
+        ]
+    )
+
+    findings = client_not_self_activating(fleet, CTX)
+
+    assert subjects(findings) == [
+        (SubjectKind.HOST, "never", Severity.CRITICAL),
+        (SubjectKind.HOST, "unsure", Severity.WARNING),
+    ]
+    assert "is not activated" in findings[0].detail and "can never be" in findings[0].detail
+    assert "could not be read" in findings[1].detail
+
+
+def test_d15_the_client_built_into_windows_self_activates_and_is_never_flagged() -> None:
+    fleet = Fleet(hosts=[host("vista", SP1, client=Version.BUILTIN, activation=Activation.UNKNOWN)])
+
+    assert client_not_self_activating(fleet, CTX) == []
+    assert client_cannot_publish_online(fleet, CTX) == []
+
+
+# --- client-cannot-publish-online (D14) ---------------------------------------------------------
+
+
+def test_d14_an_rtm_client_of_a_cluster_with_an_sp1_or_later_server_cannot_publish_online() -> None:
+    fleet = Fleet(
+        hosts=[
+            host("s1", RTM, ROOT_URL),
+            host("s2", SP2, ROOT_URL),
+            host("ws-rtm", client=RTM, client_cluster=ROOT_URL),
+            host("ws-sp1", client=SP1, client_cluster=ROOT_URL),
+        ]
+    )
+
+    findings = client_cannot_publish_online(fleet, CTX)
+
+    assert subjects(findings) == [(SubjectKind.HOST, "ws-rtm", Severity.WARNING)]
+    assert f"against cluster {ROOT_URL}, which has servers at SP2" in findings[0].detail
+    assert "cannot use online publishing" in findings[0].detail
+    assert "D14" in findings[0].detail
+
+
+@pytest.mark.parametrize(
+    "hosts",
+    [
+        # every server of the cluster at RTM: online publishing works
+        [host("s1", RTM, ROOT_URL), host("ws", client=RTM, client_cluster=ROOT_URL)],
+        # the client names no cluster: nothing is known of its servers
+        [host("s1", SP2, ROOT_URL), host("ws", client=RTM, client_cluster=None)],
+        # no server reports the client's cluster
+        [host("s1", SP2, ROOT_URL), host("ws", client=RTM, client_cluster="https://silent.example")],
+        # an UNKNOWN server is never taken for SP1 or later
+        [host("s1", UNKNOWN, ROOT_URL), host("ws", client=RTM, client_cluster=ROOT_URL)],
+    ],
+)
+def test_d14_not_flagged_without_a_known_sp1_or_later_server_in_the_clients_cluster(hosts: list[HostRecord]) -> None:
+    assert client_cannot_publish_online(Fleet(hosts=hosts), CTX) == []
 
 
 # --- stale-agent --------------------------------------------------------------------------------
@@ -343,16 +439,10 @@ def test_stale_after_is_configurable() -> None:
 # --- the registry, disabling and exemptions ----------------------------------------------------
 
 
-def test_every_policy_of_the_domain_table_is_registered_with_its_facts() -> None:
-    assert {p.id: p.facts for p in POLICIES} == {
-        "mixed-version-cluster": ("D5", "D8"),
-        "mixed-versions-in-forest": ("D8",),
-        "licensing-ahead-of-root": ("D6",),
-        "unsupported-upgrade-path": ("D1",),
-        "server-no-offline-enrollment": ("D9",),
-        "client-not-self-activating": ("D10",),
-        "stale-agent": (),
-    }
+def test_every_policy_of_the_domain_table_is_registered_with_its_facts(
+    domain_policies: dict[str, tuple[str, ...]],
+) -> None:
+    assert {p.id: p.facts for p in POLICIES} == domain_policies
     for policy in POLICIES:
         assert policy.evaluate.__doc__
         assert all(fact in policy.evaluate.__doc__ for fact in policy.facts)

@@ -17,10 +17,13 @@ from rmsfleet.collector.clock import Clock
 from rmsfleet.collector.domain.capabilities import ClusterCapabilities, SelfActivation
 from rmsfleet.collector.domain.cluster_summary import summarize_clusters
 from rmsfleet.collector.store.aggregates_sql import FleetAggregates
+from rmsfleet.contract.facts import Activation, Version
 
-VERSIONS = ("RTM", "SP1", "SP2", "UNKNOWN")
-ROLES = ("server", "client")
-ACTIVATIONS = ("self", "internet", "none")
+# Every label value comes from the contract's enums, so a new version or activation state is
+# exported (at 0) without a second list to keep in step. BUILTIN is a client only (D15).
+CLIENT_VERSIONS = tuple(v.value for v in Version)
+VERSIONS_BY_ROLE = {"server": tuple(v.value for v in Version if v is not Version.BUILTIN), "client": CLIENT_VERSIONS}
+ACTIVATIONS = tuple(a.value for a in Activation)
 SEVERITIES = ("warning", "critical")
 
 
@@ -101,14 +104,14 @@ class FleetStateCollector(Collector):
             return
         aggregates, clusters = snapshot
         hosts = GaugeMetricFamily("rmsfleet_hosts", "Hosts reporting a role at a version", labels=["role", "version"])
-        for role in ROLES:
-            for version in VERSIONS:
+        for role, versions in VERSIONS_BY_ROLE.items():
+            for version in versions:
                 hosts.add_metric([role, version], aggregates.hosts_by_role_version.get((role, version), 0))
         yield hosts
         clients = GaugeMetricFamily(
             "rmsfleet_clients", "Clients by version and activation (D10)", labels=["version", "activation"]
         )
-        for version in VERSIONS:
+        for version in CLIENT_VERSIONS:
             for activation in ACTIVATIONS:
                 clients.add_metric(
                     [version, activation], aggregates.clients_by_version_activation.get((version, activation), 0)

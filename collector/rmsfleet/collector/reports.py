@@ -35,5 +35,6 @@ class AppliedReport:
     sequence: int
     outcome: Outcome
     facts_changed: bool
-    # The change can matter to the cluster and forest rules (the host is or was a server).
+    # The change can matter to the cluster and forest rules (the host is or was a server or an
+    # RTM client, D14).
     touches_servers: bool = False

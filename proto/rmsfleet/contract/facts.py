@@ -39,6 +39,8 @@ class Version(enum.Enum):
 
 
 _RANK = {Version.RTM: 0, Version.SP1: 1, Version.SP2: 2}
+# D15: every RMS server is RTM, SP1 or SP2 (or one the probe could not map); BUILTIN is a client.
+SERVER_EXCLUDED_VERSIONS = frozenset({Version.BUILTIN})
 
 
 class ClusterKind(enum.Enum):
@@ -110,7 +112,7 @@ def validate(facts: HostFacts) -> None:
         raise InvalidFacts("server", "a host reports a server part, a client part or both")
     if facts.server is not None:
         server = facts.server
-        if server.version is Version.BUILTIN:
+        if server.version in SERVER_EXCLUDED_VERSIONS:
             # D15: Windows ships a client of its own; every RMS server is RTM, SP1 or SP2.
             raise InvalidFacts("server.version", "RTM, SP1, SP2 or UNKNOWN (BUILTIN is a client only)")
         _check_text("server.cluster", server.cluster, MAX_URL_LENGTH)
@@ -220,7 +222,7 @@ def _server_from_json(doc: Any) -> ServerFacts:
     if root is not None and not isinstance(root, str):
         raise InvalidFacts("server.root_cluster", "a string or null")
     return ServerFacts(
-        version=_enum(doc, "server.version", Version),
+        version=_enum(doc, "server.version", Version, SERVER_EXCLUDED_VERSIONS),
         cluster=_string(doc, "cluster", "server."),
         cluster_kind=_enum(doc, "server.cluster_kind", ClusterKind),
         root_cluster=root,
@@ -253,13 +255,14 @@ def _string(doc: Mapping[str, Any], key: str, prefix: str) -> str:
     return value
 
 
-def _enum(doc: Mapping[str, Any], field: str, kind: type[E]) -> E:
+def _enum(doc: Mapping[str, Any], field: str, kind: type[E], exclude: frozenset[E] = frozenset()) -> E:
     key = field.rsplit(".", 1)[-1]
     value = doc.get(key)
-    allowed = ", ".join(repr(member.value) for member in kind)
+    members = [member for member in kind if member not in exclude]
+    allowed = ", ".join(repr(member.value) for member in members)
     if key not in doc:
         raise InvalidFacts(field, f"one of {allowed} (the field is missing)")
-    try:
-        return kind(value)
-    except ValueError:
-        raise InvalidFacts(field, f"one of {allowed}, got {value!r}") from None
+    found = next((member for member in members if member.value == value), None)
+    if found is None:
+        raise InvalidFacts(field, f"one of {allowed}, got {value!r}")
+    return found

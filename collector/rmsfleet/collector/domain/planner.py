@@ -167,7 +167,9 @@ class _Planner:
         self.clients: list[_PendingClient] = []
         for host in sorted(hosts, key=lambda h: h.facts.host_id):
             client = host.facts.client
-            if client is None or client.version is Version.SP2:
+            # The client built into Windows Vista and later (D15) is not an RMS 1.0 client: there
+            # is no SP2 to install on it, and it self-activates already.
+            if client is None or client.version in (Version.SP2, Version.BUILTIN):
                 continue
             if client.version is Version.UNKNOWN:
                 self._skip(host, "client", client.version, "its client version is UNKNOWN; identify it to plan it")

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 
 from rmsfleet.collector.domain.capabilities import group_by_cluster
 from rmsfleet.collector.domain.model import (
+    Activation,
     ClusterKind,
     Finding,
     Fleet,
@@ -50,8 +51,8 @@ class Policy:
     evaluate: PolicyFunction
     # What an evaluation must load for this policy, so the collector can evaluate only what a
     # batch changed: HOST needs just the changed hosts (and their history), SERVERS needs every
-    # server (few, even in a large fleet: clients are the bulk), TIME only changes with the
-    # clock and runs on the periodic full pass.
+    # server and every RTM client (few, even in a large fleet: SP1+ clients are the bulk), TIME
+    # only changes with the clock and runs on the periodic full pass.
     scope: Scope
 
 
@@ -245,8 +246,10 @@ def _rtm_to_sp2_jump(points: Iterable[tuple[datetime, HostFacts]]) -> datetime |
 
 
 def server_no_offline_enrollment(fleet: Fleet, ctx: PolicyContext) -> list[Finding]:
-    """D9: only servers at SP1 or later support offline enrollment; an RTM server must enroll
-    over the internet. UNKNOWN is not flagged: we never guess a version."""
+    """D9, D16: only servers at SP1 or later support offline enrollment; an RTM server must
+    enroll over the internet. Only a root certification cluster enrolls with Microsoft (D16): the
+    servers of a licensing-only cluster sub-enroll with their root, so they are not flagged.
+    UNKNOWN is not flagged: we never guess a version."""
     return [
         Finding(
             policy="server-no-offline-enrollment",
@@ -254,32 +257,96 @@ def server_no_offline_enrollment(fleet: Fleet, ctx: PolicyContext) -> list[Findi
             subject=host.facts.host_id,
             severity=Severity.WARNING,
             detail=(
-                f"Host {host.facts.host_id} runs RMS server RTM in cluster {host.facts.server.cluster}, which "
-                "cannot enroll offline and must enroll over the internet; upgrade it to SP1, then SP2 (D9, D1)."
+                f"Host {host.facts.host_id} runs RMS server RTM in root certification cluster "
+                f"{host.facts.server.cluster}, which cannot enroll offline and must enroll over the internet; "
+                "upgrade it to SP1, then SP2 (D9, D16, D1)."
             ),
         )
         for host in _by_host_id(fleet.hosts)
-        if host.facts.server is not None and host.facts.server.version is Version.RTM
+        if host.facts.server is not None
+        and host.facts.server.version is Version.RTM
+        and host.facts.server.cluster_kind is ClusterKind.ROOT_CERTIFICATION
     ]
 
 
 def client_not_self_activating(fleet: Fleet, ctx: PolicyContext) -> list[Finding]:
-    """D10: only clients at SP1 or later self-activate; an RTM client must activate over the
-    internet. UNKNOWN is not flagged: we never guess a version."""
-    return [
-        Finding(
-            policy="client-not-self-activating",
-            subject_kind=SubjectKind.HOST,
-            subject=host.facts.host_id,
-            severity=Severity.WARNING,
-            detail=(
-                f"Host {host.facts.host_id} runs the RMS {host.facts.client.version.value} client, which must "
-                "activate over the internet; upgrade the client straight to SP2 (D10, D2)."
-            ),
+    """D10, D18: only clients at SP1 or later self-activate; an RTM client must activate over the
+    internet, and Microsoft's activation service for RTM clients no longer exists (D18). So an
+    RTM client that is not activated can never be: critical. One that is activated (or whose
+    state cannot be told) still works, but no new user or reinstall can be activated: warning.
+    UNKNOWN is not flagged (we never guess a version), nor the client built into Windows Vista
+    and later, which self-activates (D15)."""
+    findings: list[Finding] = []
+    for host in _by_host_id(fleet.hosts):
+        client = host.facts.client
+        if client is None or client.version is not Version.RTM:
+            continue
+        host_id = host.facts.host_id
+        if client.activation is Activation.NONE:
+            severity = Severity.CRITICAL
+            state = (
+                "is not activated, and since Microsoft's activation service for RTM clients no longer exists it "
+                "can never be"
+            )
+        elif client.activation is Activation.UNKNOWN:
+            severity = Severity.WARNING
+            state = (
+                "may not be activated (its state could not be read); an RTM client must activate over the "
+                "internet, through a service that no longer exists"
+            )
+        else:
+            severity = Severity.WARNING
+            state = (
+                "is activated, but activates only over the internet through a service that no longer exists, so "
+                "no new user or reinstall can be activated"
+            )
+        findings.append(
+            Finding(
+                policy="client-not-self-activating",
+                subject_kind=SubjectKind.HOST,
+                subject=host_id,
+                severity=severity,
+                detail=(
+                    f"Host {host_id} runs the RMS RTM client, which {state}; upgrade the client straight to SP2, "
+                    "which self-activates (D10, D18, D2)."
+                ),
+            )
         )
-        for host in _by_host_id(fleet.hosts)
-        if host.facts.client is not None and host.facts.client.version is Version.RTM
-    ]
+    return findings
+
+
+def client_cannot_publish_online(fleet: Fleet, ctx: PolicyContext) -> list[Finding]:
+    """D14: an RTM client cannot use online publishing against an SP1 or later server. Flags an
+    RTM client whose cluster (`client.cluster`) has at least one reporting server at SP1 or
+    later. A client that names no cluster, or a cluster no server reports, is not flagged:
+    nothing is known of its servers. UNKNOWN servers are not counted: we never guess."""
+    newer: dict[str, set[Version]] = defaultdict(set)
+    for host in fleet.hosts:
+        server = host.facts.server
+        if server is not None and server.version in (Version.SP1, Version.SP2):
+            newer[server.cluster].add(server.version)
+    findings: list[Finding] = []
+    for host in _by_host_id(fleet.hosts):
+        client = host.facts.client
+        if client is None or client.version is not Version.RTM or client.cluster is None:
+            continue
+        versions = newer.get(client.cluster)
+        if not versions:
+            continue
+        findings.append(
+            Finding(
+                policy="client-cannot-publish-online",
+                subject_kind=SubjectKind.HOST,
+                subject=host.facts.host_id,
+                severity=Severity.WARNING,
+                detail=(
+                    f"Host {host.facts.host_id} runs the RMS RTM client against cluster {client.cluster}, which has "
+                    f"servers at {_versions_text(versions)}; an RTM client cannot use online publishing against "
+                    "an SP1 or later server, so upgrade the client straight to SP2 (D14, D2)."
+                ),
+            )
+        )
+    return findings
 
 
 def stale_agent(fleet: Fleet, ctx: PolicyContext) -> list[Finding]:
@@ -358,19 +425,27 @@ POLICIES: Sequence[Policy] = (
     ),
     Policy(
         id="server-no-offline-enrollment",
-        facts=("D9",),
+        facts=("D9", "D16"),
         severity="warning",
-        description="a server at RTM must enroll over the internet",
+        description="a server at RTM in a root certification cluster must enroll over the internet",
         evaluate=server_no_offline_enrollment,
         scope=Scope.HOST,
     ),
     Policy(
         id="client-not-self-activating",
         facts=("D10",),
-        severity="warning",
+        severity="warning; critical when not activated (D18: it never can be)",
         description="a client below SP1 must activate over the internet",
         evaluate=client_not_self_activating,
         scope=Scope.HOST,
+    ),
+    Policy(
+        id="client-cannot-publish-online",
+        facts=("D14",),
+        severity="warning",
+        description="an RTM client whose cluster has a server at SP1 or later",
+        evaluate=client_cannot_publish_online,
+        scope=Scope.SERVERS,
     ),
     Policy(
         id="stale-agent",

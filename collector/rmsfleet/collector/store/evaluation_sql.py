@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from rmsfleet.collector.domain.model import FactChange, Finding, Fleet, HostRecord
@@ -29,17 +29,17 @@ def try_evaluation_lock(session: Session) -> bool:
 def load_fleet(
     session: Session, host_ids: Iterable[str] | None = None, servers_only: bool = False, with_history: bool = True
 ) -> Fleet:
-    """All hosts (or only `host_ids`, or only hosts with a server part) with the history the
-    rules need: the fact changes of hosts that ever reported an RTM server (D1's upgrade-path
-    rule); other histories are not loaded, nor any history for `servers_only` or without
-    `with_history`."""
+    """All hosts (or only `host_ids`, or with `servers_only` only what the cluster rules look at:
+    hosts with a server part and RTM clients, D14) with the history the rules need: the fact
+    changes of hosts that ever reported an RTM server (D1's upgrade-path rule); other histories
+    are not loaded, nor any history for `servers_only` or without `with_history`."""
     columns = [HostRow.host_id, HostRow.first_seen, HostRow.last_seen, *[getattr(HostRow, c) for c in FACT_COLUMNS]]
     statement = select(*columns)
     wanted = None if host_ids is None else sorted(set(host_ids))
     if wanted is not None:
         statement = statement.where(HostRow.host_id.in_(wanted))
     if servers_only:
-        statement = statement.where(HostRow.server_version.is_not(None))
+        statement = statement.where(or_(HostRow.server_version.is_not(None), HostRow.client_version == "RTM"))
     hosts = [
         HostRecord(
             facts=facts_from_columns(row.host_id, row), first_seen=utc(row.first_seen), last_seen=utc(row.last_seen)

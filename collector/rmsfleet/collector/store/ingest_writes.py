@@ -3,7 +3,7 @@ never a round trip per report."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, select
@@ -71,11 +71,9 @@ def apply_reports(session: Session, reports: Sequence[IncomingReport]) -> list[A
             by_index[index] = AppliedReport(host_id, report.sequence, Outcome.DUPLICATE, facts_changed=False)
             continue
         changed = known is None or any(known[c] != columns[c] for c in FACT_COLUMNS)
-        # Cluster and forest rules look only at servers: tell the evaluator whether this report
-        # can have changed what the servers say (a server part now, or one before).
-        touches_servers = columns["server_version"] is not None or (
-            known is not None and known["server_version"] is not None
-        )
+        # Cluster and forest rules look only at servers and RTM clients (D14): tell the evaluator
+        # whether this report can have changed what they see (such a part now, or one before).
+        touches_servers = _seen_by_cluster_rules(columns) or (known is not None and _seen_by_cluster_rules(known))
         state = {
             **columns,
             "host_id": host_id,
@@ -123,3 +121,7 @@ def apply_reports(session: Session, reports: Sequence[IncomingReport]) -> list[A
         session.execute(_INSERT_HISTORY, history)
     results.extend(by_index[index] for index in range(len(reports)))
     return results
+
+
+def _seen_by_cluster_rules(columns: Mapping[str, Any]) -> bool:
+    return columns["server_version"] is not None or columns["client_version"] == "RTM"
