@@ -57,20 +57,6 @@ def wait_until_serving(address: str, collector: subprocess.Popen[bytes], log: Pa
     raise SystemExit(f"the collector did not start within 30 s; its log:\n{log.read_text()}")
 
 
-def wait_for_evaluation(metrics_address: str, after: float, timeout: float = 20) -> None:
-    """Until an evaluation pass has finished after `after` (the evaluator debounces bursts)."""
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with urllib.request.urlopen(f"http://{metrics_address}/metrics", timeout=5) as response:
-            for line in response.read().decode().splitlines():
-                name, _, value = line.partition(" ")
-                if name == "rmsfleet_evaluation_last_success_timestamp_seconds" and float(value) >= after:
-                    return
-        time.sleep(0.2)
-
-
 def report(address: str, facts: Path) -> tuple[Path, int, str]:
     done = subprocess.run(
         [
@@ -133,10 +119,10 @@ def main() -> int:
         )
         for facts, err in failed:
             print(f"  {facts.name}: {err}")
-        wait_for_evaluation(metrics_address, after=time.time())
         cli = [str(BIN / "rmsfleet-collector")]
         for title, command in (
-            ("Open violations", ["violations"]),
+            # every agent was acknowledged: wait until evaluation has covered all their reports
+            ("Open violations", ["violations", "--wait-for-evaluation"]),
             ("Clusters and what they can do (D9-D12)", ["clusters"]),
             ("Upgrade plan to SP2 (D1, D2, D4-D7)", ["plan"]),
         ):

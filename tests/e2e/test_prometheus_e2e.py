@@ -51,7 +51,7 @@ def test_prometheus_sees_the_fleet_the_cli_reports_and_fires_an_injected_alert(
     report_facts(collector, *files)
     wait_for(lambda: prometheus.value('up{job="rmsfleet-collector"}') == 1, timeout=60, what="the scrape target up")
     wait_for(lambda: prometheus.value("max(rmsfleet_fleet_hosts)") == len(files), timeout=60, what="the fleet scraped")
-    violations = wait_for(lambda: collector.cli_json("violations"), what="violations")
+    violations = collector.cli_json("violations", "--wait-for-evaluation")
 
     hosts = collector.cli_json("hosts")
     by_version = Counter(h["server"]["version"] for h in hosts if h["server"])

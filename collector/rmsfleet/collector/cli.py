@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +18,14 @@ import grpc
 from rmsfleet.collector import query_client as qc
 from rmsfleet.collector.config import ConfigError, add_serve_arguments, serve_config
 from rmsfleet.collector.tables import render_table
+from rmsfleet.collector.watermark import NOT_EVALUATED
 from rmsfleet.v1 import facts_pb2, query_pb2, query_pb2_grpc
 
 DEFAULT_COLLECTOR = "127.0.0.1:50051"
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
+EXIT_NOT_EVALUATED = 4
+DEFAULT_WAIT_TIMEOUT = 30.0
 
 
 class CliError(Exception):
@@ -59,7 +62,22 @@ def build_parser() -> argparse.ArgumentParser:
         )
         return sub
 
+    def evaluation_wait(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--wait-for-evaluation",
+            action="store_true",
+            help="first wait until evaluation has covered every report the collector committed before this call",
+        )
+        sub.add_argument(
+            "--wait-timeout",
+            type=float,
+            default=DEFAULT_WAIT_TIMEOUT,
+            help=f"with --wait-for-evaluation: seconds to wait at most (default {DEFAULT_WAIT_TIMEOUT:g}); "
+            f"then exit {EXIT_NOT_EVALUATED} saying how far evaluation got",
+        )
+
     hosts = query_command("hosts", "list hosts, show one host with its history, or revoke a host's node key")
+    evaluation_wait(hosts)
     hosts.add_argument("action", nargs="?", choices=["list", "show", "revoke"], default="list")
     hosts.add_argument("host_id", nargs="?", help="with `show` and `revoke`: the host")
     hosts.add_argument("--db", help="with revoke: the database URL (RMSFLEET_DB); the revocation is written there")
@@ -70,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     hosts.add_argument("--stale", action="store_true", help="only hosts that stopped reporting")
 
     violations = query_command("violations", "list policy violations (open by default)")
+    evaluation_wait(violations)
     violations.add_argument("--policy")
     violations.add_argument("--severity", choices=["warning", "critical"])
     violations.add_argument("--state", choices=["open", "resolved", "all"], default="open")
@@ -289,6 +308,8 @@ def run_query(args: argparse.Namespace, env: Mapping[str, str], out: Any) -> int
         except grpc.RpcError as exc:
             code = exc.code() if hasattr(exc, "code") else None
             details = exc.details() if hasattr(exc, "details") else str(exc)
+            if code is grpc.StatusCode.DEADLINE_EXCEEDED and (details or "").startswith(NOT_EVALUATED):
+                raise CliError(f"the collector at {address}: {details}", EXIT_NOT_EVALUATED) from None
             if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 raise CliError(f"cannot reach the collector at {address}: {details}", EXIT_UNAVAILABLE) from None
             name = code.name if code is not None else "error"
@@ -317,11 +338,14 @@ def _hosts(stub: query_pb2_grpc.QueryServiceStub, args: argparse.Namespace, out:
     if args.action == "show":
         if not args.host_id:
             raise CliError("hosts show: name the host (rmsfleet-collector hosts show HOST_ID)", EXIT_USAGE)
-        found = stub.GetHost(query_pb2.GetHostRequest(host_id=args.host_id), timeout=args.timeout)
+        show = query_pb2.GetHostRequest(host_id=args.host_id)
+        timeout = _ask_to_wait(show, args)
+        found = stub.GetHost(show, timeout=timeout)
         history = [{"changed_at": qc.iso(c.changed_at), **qc.facts_dict(c.facts)} for c in found.history]
         if args.json:
             json.dump({"host": qc.host_dict(found.host), "history": history}, out, indent=2)
             out.write("\n")
+            _print_evaluation(out, args, found.evaluation)
             return
         host = qc.host_dict(found.host)
         out.write(render_table(*_host_table([host])) + "\n\nHISTORY\n")
@@ -340,6 +364,7 @@ def _hosts(stub: query_pb2_grpc.QueryServiceStub, args: argparse.Namespace, out:
             )
             + "\n"
         )
+        _print_evaluation(out, args, found.evaluation)
         return
     version = {
         "RTM": facts_pb2.VERSION_RTM,
@@ -355,18 +380,24 @@ def _hosts(stub: query_pb2_grpc.QueryServiceStub, args: argparse.Namespace, out:
         stale_only=args.stale,
     )
 
+    marks: list[query_pb2.EvaluationWatermark] = []
+    timeout = _ask_to_wait(request, args)
+
     def fetch(token: str) -> query_pb2.ListHostsResponse:
         request.page_token = token
-        return stub.ListHosts(request, timeout=args.timeout)
+        response = stub.ListHosts(request, timeout=timeout)
+        _first_page_done(request, marks, response.evaluation)
+        return response
 
     hosts = [qc.host_dict(h) for h in qc.pages(fetch, lambda r: list(r.hosts))]
     if args.json:
         json.dump(hosts, out, indent=2)
         out.write("\n")
-        return
-    headers, rows = _host_table(hosts)
-    out.write(render_table(headers, rows) + "\n")
-    out.write(f"{len(rows)} hosts\n")
+    else:
+        headers, rows = _host_table(hosts)
+        out.write(render_table(headers, rows) + "\n")
+        out.write(f"{len(rows)} hosts\n")
+    _print_evaluation(out, args, marks[0])
 
 
 def _ver(part: dict[str, Any] | None) -> str:
@@ -400,15 +431,56 @@ def _violations(stub: query_pb2_grpc.QueryServiceStub, args: argparse.Namespace,
             raise CliError(f"violations: --since: expected an ISO 8601 time, got {args.since!r}", EXIT_USAGE) from None
         request.since.FromDatetime((since if since.tzinfo else since.replace(tzinfo=UTC)).astimezone(UTC))
 
+    marks: list[query_pb2.EvaluationWatermark] = []
+    timeout = _ask_to_wait(request, args)
+
     def fetch(token: str) -> query_pb2.ListViolationsResponse:
         request.page_token = token
-        return stub.ListViolations(request, timeout=args.timeout)
+        response = stub.ListViolations(request, timeout=timeout)
+        _first_page_done(request, marks, response.evaluation)
+        return response
 
     items = [qc.violation_dict(v) for v in qc.pages(fetch, lambda r: list(r.violations))]
     headers = ["policy", "severity", "subject_kind", "subject", "since", "detail"]
     if args.state != "open":
         headers.insert(5, "resolved_at")
     _emit(out, args.json, items, headers, lambda v: [str(v[h] or "") for h in headers])
+    _print_evaluation(out, args, marks[0])
+
+
+def _ask_to_wait(request: Any, args: argparse.Namespace) -> float:
+    """Ask the collector to wait for evaluation (with --wait-for-evaluation); the deadline of
+    the call, which then covers the wait too."""
+    if not args.wait_for_evaluation:
+        return float(args.timeout)
+    if args.wait_timeout <= 0:
+        raise CliError(f"--wait-timeout: expected seconds > 0, got {args.wait_timeout:g}", EXIT_USAGE)
+    request.wait_for_evaluation.timeout.FromTimedelta(timedelta(seconds=args.wait_timeout))
+    return float(args.timeout + args.wait_timeout)
+
+
+def _first_page_done(request: Any, marks: list[query_pb2.EvaluationWatermark], mark: Any) -> None:
+    """Keep the first page's watermark (the later pages were read after it, so the whole answer
+    reflects at least that much) and stop asking to wait."""
+    if not marks:
+        marks.append(mark)
+        request.ClearField("wait_for_evaluation")
+
+
+def evaluation_line(mark: query_pb2.EvaluationWatermark) -> str:
+    """One line saying how current an answer is."""
+    last = qc.iso(mark.evaluated_at, mark.HasField("evaluated_at")) or "none yet"
+    behind = mark.reports_committed - mark.reports_evaluated
+    state = "up to date" if behind == 0 else f"{behind} not yet; --wait-for-evaluation waits for them"
+    return (
+        f"evaluated: {mark.reports_evaluated} of the {mark.reports_committed} reports this collector committed "
+        f"({state}); last evaluation pass {last}"
+    )
+
+
+def _print_evaluation(out: Any, args: argparse.Namespace, mark: query_pb2.EvaluationWatermark) -> None:
+    """Under the table; with --json on stderr, so stdout stays the documented JSON."""
+    (sys.stderr if args.json else out).write(evaluation_line(mark) + "\n")
 
 
 def _clusters(stub: query_pb2_grpc.QueryServiceStub, args: argparse.Namespace, out: Any) -> None:

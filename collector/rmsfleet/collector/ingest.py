@@ -163,14 +163,16 @@ class GroupCommitWriter:
             return
         self._metrics.ingest_batch_size.observe(len(batch))
         self._metrics.ingest_commit_duration.observe(time.perf_counter() - started)
-        for index, refusal in rejected.items():
-            batch[index].future.set_exception(refusal)
-        for pending, result in zip(accepted, results, strict=True):
-            pending.future.set_result(result)
+        # The listener hears of the batch before any agent is acknowledged, so whoever learns
+        # of an acknowledged report (and asks to wait for its evaluation) finds it counted.
         try:
             self._on_committed(results)
         except Exception:  # the reports are committed; a failing listener must not undo acks
             log.exception("post-commit listener failed")
+        for index, refusal in rejected.items():
+            batch[index].future.set_exception(refusal)
+        for pending, result in zip(accepted, results, strict=True):
+            pending.future.set_result(result)
 
 
 def _one_line(error: Exception | None) -> str:

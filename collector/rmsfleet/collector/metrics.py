@@ -17,6 +17,7 @@ from rmsfleet.collector.clock import Clock
 from rmsfleet.collector.domain.capabilities import ClusterCapabilities, SelfActivation
 from rmsfleet.collector.domain.cluster_summary import summarize_clusters
 from rmsfleet.collector.store.aggregates_sql import FleetAggregates
+from rmsfleet.collector.watermark import EvaluationWatermark
 from rmsfleet.contract.facts import Activation, Version
 
 # Every label value comes from the contract's enums, so a new version or activation state is
@@ -63,12 +64,27 @@ class CollectorMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
             registry=registry,
         )
+        self.evaluation_lag = Gauge(
+            "rmsfleet_evaluation_lag_seconds",
+            "Seconds since the oldest report this collector committed that evaluation has not covered; 0 when caught up",
+            registry=registry,
+        )
+        self.evaluation_pending = Gauge(
+            "rmsfleet_evaluation_pending_reports",
+            "Reports this collector committed that evaluation has not covered yet",
+            registry=registry,
+        )
         build = Gauge("rmsfleet_build_info", "The running build", ["version", "python"], registry=registry)
         build.labels(version=version, python=platform.python_version()).set(1)
         for outcome in ("applied", "duplicate", "invalid", "refused", "error"):
             self.reports.labels(outcome=outcome)
         for operation in ("ingest", "evaluate", "aggregate", "query", "enroll"):
             self.database_errors.labels(operation=operation)
+
+    def track_evaluation(self, watermark: EvaluationWatermark, clock: Clock) -> None:
+        """Read the evaluation lag from the watermark at scrape time (constant work)."""
+        self.evaluation_lag.set_function(lambda: watermark.snapshot().lag_seconds(clock()))
+        self.evaluation_pending.set_function(lambda: float(watermark.snapshot().pending))
 
 
 class AggregatesHolder:

@@ -26,6 +26,7 @@ from rmsfleet.collector.metrics import AggregatesHolder, CollectorMetrics, Fleet
 from rmsfleet.collector.servicers import InventoryServicer, QueryServicer
 from rmsfleet.collector.store.database import create_db_engine, prepare_for_serving
 from rmsfleet.collector.tls import ReloadingServerCredentials, TlsFileError, TlsFiles, describe_certificate
+from rmsfleet.collector.watermark import EvaluationWatermark
 from rmsfleet.v1 import inventory_pb2, inventory_pb2_grpc, query_pb2, query_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,8 @@ def start(config: ServeConfig, clock: Clock = system_clock) -> RunningCollector:
     metrics = CollectorMetrics(registry, __version__)
     aggregates = AggregatesHolder()
     registry.register(FleetStateCollector(aggregates, lambda: [p.id for p in POLICIES], clock))
+    watermark = EvaluationWatermark(clock)
+    metrics.track_evaluation(watermark, clock)
     evaluator = Evaluator(
         sessions,
         config.policy,
@@ -126,6 +129,7 @@ def start(config: ServeConfig, clock: Clock = system_clock) -> RunningCollector:
         aggregates,
         refresh_interval=config.refresh_interval,
         full_pass_interval=config.full_pass_interval,
+        watermark=watermark,
     )
     writer = GroupCommitWriter(
         sessions,
@@ -147,7 +151,9 @@ def start(config: ServeConfig, clock: Clock = system_clock) -> RunningCollector:
     inventory_pb2_grpc.add_InventoryServiceServicer_to_server(
         InventoryServicer(writer, metrics, clock, secrets, sessions), server
     )
-    query_pb2_grpc.add_QueryServiceServicer_to_server(QueryServicer(sessions, config, metrics, clock), server)
+    query_pb2_grpc.add_QueryServiceServicer_to_server(
+        QueryServicer(sessions, config, metrics, clock, watermark), server
+    )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

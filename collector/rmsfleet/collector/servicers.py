@@ -26,6 +26,7 @@ from rmsfleet.collector.store import queries
 from rmsfleet.collector.store.aggregates_sql import compute_aggregates
 from rmsfleet.collector.store.evaluation_sql import load_fleet
 from rmsfleet.collector.store.identity_sql import save_node_key
+from rmsfleet.collector.watermark import NOT_EVALUATED, EvaluationMark, EvaluationWatermark
 from rmsfleet.contract import wire as convert
 from rmsfleet.contract.facts import MAX_ID_LENGTH, InvalidFacts, Version
 from rmsfleet.v1 import inventory_pb2, inventory_pb2_grpc, query_pb2, query_pb2_grpc
@@ -35,6 +36,12 @@ R = TypeVar("R")
 
 # An agent's deadline bounds how long it waits; this bounds it when the agent sets none.
 DEFAULT_ACK_WAIT = 30.0
+# A query that asks to wait for evaluation waits this long unless it says otherwise, and never
+# longer than the cap; it answers this much before the caller's deadline, so the caller gets the
+# collector's explanation instead of a bare "deadline exceeded".
+DEFAULT_EVALUATION_WAIT = 30.0
+MAX_EVALUATION_WAIT = 300.0
+EVALUATION_WAIT_MARGIN = 0.5
 
 
 def observed(method: str) -> Callable[[Callable[..., R]], Callable[..., R]]:
@@ -169,14 +176,54 @@ def _stamp(moment: datetime | None) -> Any:
 VERSION_NAMES = {pb: v.value for v, pb in convert.VERSION_TO_PB.items()}
 
 
+def _watermark_pb(mark: EvaluationMark) -> query_pb2.EvaluationWatermark:
+    return query_pb2.EvaluationWatermark(
+        collector_id=mark.collector_id,
+        reports_committed=mark.reports_committed,
+        reports_evaluated=mark.reports_evaluated,
+        evaluated_at=_stamp(mark.evaluated_at),
+        oldest_pending_at=_stamp(mark.oldest_pending_at),
+    )
+
+
 class QueryServicer(query_pb2_grpc.QueryServiceServicer):
     def __init__(
-        self, sessions: sessionmaker[Session], config: ServeConfig, metrics: CollectorMetrics, clock: Clock
+        self,
+        sessions: sessionmaker[Session],
+        config: ServeConfig,
+        metrics: CollectorMetrics,
+        clock: Clock,
+        watermark: EvaluationWatermark,
     ) -> None:
         self.sessions = sessions
         self.config = config
         self.metrics = metrics
         self.clock = clock
+        self.watermark = watermark
+
+    def _evaluation(self, request: Any, context: grpc.ServicerContext) -> query_pb2.EvaluationWatermark:
+        """The watermark an answer goes with, taken before its read (so the answer reflects at
+        least what it claims), after waiting for evaluation when the request asks to."""
+        if not request.HasField("wait_for_evaluation"):
+            return _watermark_pb(self.watermark.snapshot())
+        wait = request.wait_for_evaluation
+        asked = wait.timeout.ToTimedelta().total_seconds() if wait.HasField("timeout") else 0.0
+        if asked < 0:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "wait_for_evaluation.timeout: expected a duration >= 0")
+        timeout = min(asked or DEFAULT_EVALUATION_WAIT, MAX_EVALUATION_WAIT)
+        remaining = context.time_remaining()
+        if remaining is not None:
+            timeout = min(timeout, max(0.0, remaining - EVALUATION_WAIT_MARGIN))
+        covered, mark = self.watermark.wait_for_committed(timeout)
+        if not covered:
+            last = mark.evaluated_at.isoformat().replace("+00:00", "Z") if mark.evaluated_at else "none yet"
+            context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"{NOT_EVALUATED} within {timeout:g} s: {mark.reports_evaluated} of {mark.reports_committed} "
+                f"reports evaluated, last pass {last}; the collector's log and rmsfleet_evaluation_lag_seconds "
+                "tell why",
+            )
+        return _watermark_pb(mark)
 
     def _paging(self, request: Any, context: grpc.ServicerContext, numeric: bool = False) -> tuple[int, Any]:
         """(page size, the key after which the page starts) from a list request."""
@@ -218,15 +265,17 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             forest=request.forest or None,
             stale_only=request.stale_only,
         )
+        evaluation = self._evaluation(request, context)
         now, stale_after = self.clock(), self.config.policy.stale_after
         hosts = self._read(context, lambda session: queries.list_hosts(session, flt, after, limit, now, stale_after))
-        response = query_pb2.ListHostsResponse(hosts=[_host_pb(h) for h in hosts])
+        response = query_pb2.ListHostsResponse(hosts=[_host_pb(h) for h in hosts], evaluation=evaluation)
         if len(hosts) == limit:
             response.next_page_token = encode_token(hosts[-1].facts.host_id)
         return response
 
     @observed("GetHost")
     def GetHost(self, request: query_pb2.GetHostRequest, context: grpc.ServicerContext) -> query_pb2.GetHostResponse:
+        evaluation = self._evaluation(request, context)
         now, stale_after = self.clock(), self.config.policy.stale_after
         found = self._read(context, lambda session: queries.get_host(session, request.host_id, now, stale_after))
         if found is None:
@@ -238,6 +287,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
                 query_pb2.HostChange(changed_at=_stamp(c.changed_at), facts=convert.facts_to_pb(c.facts))
                 for c in history
             ],
+            evaluation=evaluation,
         )
 
     @observed("ListViolations")
@@ -255,8 +305,10 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             state=request.state or "open",
             since=convert.timestamp_to_datetime(request.since) if request.HasField("since") else None,
         )
+        evaluation = self._evaluation(request, context)
         rows = self._read(context, lambda session: queries.list_violations(session, flt, after, limit))
         response = query_pb2.ListViolationsResponse(
+            evaluation=evaluation,
             violations=[
                 query_pb2.Violation(
                     policy=v.policy,
@@ -268,7 +320,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
                     detail=v.detail,
                 )
                 for v in rows
-            ]
+            ],
         )
         if len(rows) == limit:
             response.next_page_token = encode_token(str(rows[-1].id))
