@@ -14,9 +14,9 @@
     the parameters), lets the service account write the agent's data and log folders, then
     installs and starts the service "rmsfleet-agent".
 
-    The service runs as LocalSystem by default, the account docs/agent.md assumes: the RMS client
-    answers DRMIsActivated for the agent's own account. -Account LocalService runs it with fewer
-    rights; it is then given write access to -DataDir (the outbox and the logs live there).
+    The service runs as LocalSystem by default, the account docs/agent.md assumes: the probe reads
+    HKLM and every user profile (per-user activation, D17). -Account LocalService runs it with
+    fewer rights; it is then given write access to -DataDir (the outbox and the logs live there).
 
 .EXAMPLE
     .\install.ps1 -WinSW C:\Temp\WinSW-x64.exe

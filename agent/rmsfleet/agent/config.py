@@ -23,13 +23,21 @@ import json
 import re
 import sys
 import tomllib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any, Literal
 
+from rmsfleet.agent.probe.documented import (
+    ClusterKey,
+    ClusterUrls,
+    DocumentedSettings,
+    WindowsPaths,
+    normalize_cluster_url,
+    parse_cluster_key,
+)
 from rmsfleet.agent.probe.version_map import Role, VersionMapConfig, VersionRule, configured_rule
-from rmsfleet.agent.probe.windows_probe import HostOverrides, WindowsProbeSettings
+from rmsfleet.agent.probe.windows_probe import HostOverrides
 
 ProbeKind = Literal["auto", "file", "windows"]
 PROBE_KINDS: tuple[ProbeKind, ...] = ("auto", "file", "windows")
@@ -100,8 +108,9 @@ class AgentConfig:
     sender: SenderConfig = SenderConfig()
     outbox_max_changes: int = 1000
     host: HostOverrides = field(default_factory=HostOverrides)
-    windows: WindowsProbeSettings = field(default_factory=WindowsProbeSettings)
+    windows: WindowsPaths = field(default_factory=WindowsPaths)
     version_map: VersionMapConfig = field(default_factory=VersionMapConfig)
+    clusters: ClusterUrls = field(default_factory=ClusterUrls)
     # Where the configuration came from; not part of the configuration's value.
     config_file: Path | None = field(default=None, compare=False)
     sources: tuple[tuple[str, str], ...] = field(default=(), compare=False)
@@ -109,6 +118,10 @@ class AgentConfig:
     def source_of(self, name: str) -> str:
         """Where setting `name` came from: `flag --x`, `env RMSFLEET_X`, `FILE:LINE` or `default`."""
         return dict(self.sources).get(name, "default")
+
+    def documented_settings(self) -> DocumentedSettings:
+        """What the mapping from documented facts (probe/documented.py) needs of this configuration."""
+        return DocumentedSettings(paths=self.windows, versions=self.version_map.build(), clusters=self.clusters)
 
 
 def default_state_dir(platform: str, environ: Mapping[str, str]) -> Path:
@@ -232,13 +245,48 @@ def _text(value: object, base: Path | None) -> str:
     return value.strip()
 
 
-def _names(value: object, base: Path | None) -> tuple[str, ...]:
-    expected = "a list of registry value names"
+_WINDOWS_PATH = re.compile(r"^(%SystemRoot%|%SystemDrive%|[A-Za-z]:)(\\[^\\]+)+\\?$", re.IGNORECASE)
+_WINDOWS_PATH_EXPECTED = "a Windows path starting with %SystemRoot%\\, %SystemDrive%\\ or a drive letter (X:\\)"
+
+
+def _windows_path(value: object, base: Path | None) -> str:
+    if not isinstance(value, str) or not _WINDOWS_PATH.match(value.strip()):
+        raise _Bad(_WINDOWS_PATH_EXPECTED, value)
+    return value.strip().rstrip("\\")
+
+
+def _windows_folders(value: object, base: Path | None) -> tuple[str, ...]:
+    expected = f"a list of folders, each {_WINDOWS_PATH_EXPECTED}"
     if not isinstance(value, list | tuple) or not value:
         raise _Bad(expected, value)
-    if not all(isinstance(item, str) and item.strip() for item in value):
+    for item in value:
+        if not isinstance(item, str) or not _WINDOWS_PATH.match(item.strip()):
+            raise _Bad(expected, item)
+    return tuple(str(item).strip().rstrip("\\") for item in value)
+
+
+def _profile_relative(value: object, base: Path | None) -> str:
+    expected = "a path inside a user profile, such as 'AppData\\Local\\Microsoft\\DRM\\CERT-Machine.drm'"
+    if not isinstance(value, str) or not value.strip() or ":" in value or value.strip().startswith(("\\", "%")):
         raise _Bad(expected, value)
-    return tuple(str(item).strip() for item in value)
+    return value.strip().strip("\\")
+
+
+def _registry_key(value: object, base: Path | None) -> str:
+    expected = "a key under HKLM, such as 'SOFTWARE\\Microsoft\\DRMS\\1.0'"
+    if not isinstance(value, str) or not value.strip() or value.strip().upper().startswith(("HKLM", "HKEY_")):
+        raise _Bad(expected, value)
+    return value.strip().strip("\\")
+
+
+def _url(value: object, base: Path | None) -> str:
+    expected = "an http(s) URL of an RMS cluster"
+    if not isinstance(value, str):
+        raise _Bad(expected, value)
+    try:
+        return normalize_cluster_url(value)
+    except ValueError:
+        raise _Bad(expected, value) from None
 
 
 def _probe(value: object, base: Path | None) -> str:
@@ -288,19 +336,29 @@ _SETTINGS: tuple[_Setting, ...] = (
     _Setting("host.host_id", "host", "host_id", _text),
     _Setting("host.hostname", "host", "hostname", _text),
     _Setting("host.forest", "host", "forest", _text),
-    _Setting("windows.drms_key", "windows", "drms_key", _text),
-    _Setting("windows.server_version_values", "windows", "server_version_values", _names),
-    _Setting("windows.cluster_url_values", "windows", "cluster_url_values", _names),
-    _Setting("windows.config_database_values", "windows", "config_database_values", _names),
-    _Setting("windows.parent_cluster_values", "windows", "parent_cluster_values", _names),
-    _Setting("windows.service_location_key", "windows", "service_location_key", _text),
-    _Setting("version_map.include_assumptions", "version_map", "include_assumptions", _bool),
+    _Setting("clusters.server", "host", "server_cluster", _url),
+    _Setting("clusters.client", "host", "client_cluster", _url),
+    _Setting("windows.drms_key", "windows", "drms_key", _registry_key),
+    _Setting("windows.service_location_key", "windows", "service_location_key", _registry_key),
+    _Setting("windows.server_assembly_folders", "windows", "server_assembly_folders", _windows_folders),
+    _Setting("windows.server_assembly_suffix", "windows", "server_assembly_suffix", _text),
+    _Setting("windows.kernel", "windows", "kernel", _windows_path),
+    _Setting("windows.msdrm", "windows", "msdrm", _windows_path),
+    _Setting("windows.profile_certificate", "windows", "profile_certificate", _profile_relative),
+    _Setting("windows.builtin_profile_certificate", "windows", "builtin_profile_certificate", _profile_relative),
+    _Setting("windows.rtm_machine_certificate", "windows", "rtm_machine_certificate", _windows_path),
 )
 _BY_NAME = {setting.name: setting for setting in _SETTINGS}
 _SECTIONS: dict[str, list[str]] = {}
 for _setting in _SETTINGS:
     _SECTIONS.setdefault(_setting.section, []).append(_setting.key)
-_SECTIONS["version_map"] += [role.value for role in Role]
+# Tables of the operator's own entries: [versions.server], [versions.client] and [clusters].
+_SECTIONS["versions"] = [role.value for role in Role]
+_SECTIONS["clusters"] = []
+_RENAMED = {
+    "version_map": "[version_map] is now [versions] (its tables [versions.server] and [versions.client]); "
+    "include_assumptions is gone, as no built-in rule is an assumption any more",
+}
 
 FLAG_SETTINGS: Mapping[str, str] = {s.flag: s.name for s in _SETTINGS if s.flag is not None}
 ENV_SETTINGS: Mapping[str, str] = {s.env: s.name for s in _SETTINGS if s.env is not None}
@@ -315,17 +373,20 @@ def load_config(
     file: Path | None,
     *,
     platform: str | None = None,
+    other_sections: Collection[str] = (),
 ) -> AgentConfig:
     """Merge defaults, the file, the environment and the flags (in rising precedence).
 
     `argv_values` maps setting names (the keys of FLAG_SETTINGS' values, e.g. "collectors",
     "state_dir", "tls.insecure") to flag values; None means "flag not given". `platform` (default
-    sys.platform) only chooses the default state directory. Raises ConfigError."""
+    sys.platform) only chooses the default state directory. `other_sections` are sections of the
+    file that another reader handles (the scanner's own, in a file that shares the agent's
+    collector, TLS, enrollment and sender sections): skipped here. Raises ConfigError."""
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
-    overrides: tuple[VersionRule, ...] = ()
+    tables = _Tables()
     if file is not None:
-        overrides = _load_file(file, values, sources)
+        tables = _load_file(file, values, sources, other_sections)
     for setting in _SETTINGS:
         env_name = setting.env
         if env_name is None:
@@ -348,12 +409,22 @@ def load_config(
     if state_dir is None:
         state_dir = default_state_dir(platform or sys.platform, environ)
     assert isinstance(state_dir, Path)
-    config = _build(values, state_dir, overrides, file, sources)
+    config = _build(values, state_dir, tables, file, sources)
     _check(config)
     return config
 
 
-def _load_file(file: Path, values: dict[str, Any], sources: dict[str, str]) -> tuple[VersionRule, ...]:
+@dataclass(frozen=True, slots=True)
+class _Tables:
+    """The file's tables of free-form entries: version rules and cluster URLs."""
+
+    rules: tuple[VersionRule, ...] = ()
+    clusters: tuple[tuple[ClusterKey, str], ...] = ()
+
+
+def _load_file(
+    file: Path, values: dict[str, Any], sources: dict[str, str], other_sections: Collection[str] = ()
+) -> _Tables:
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
@@ -364,22 +435,54 @@ def _load_file(file: Path, values: dict[str, Any], sources: dict[str, str]) -> t
         # The decoder's message ends with "(at line N, column M)".
         raise ConfigError(f"{file}: not valid TOML: {exc}") from exc
     for section, table in document.items():
+        if section in other_sections:
+            continue
+        if section in _RENAMED:
+            raise ConfigError(f"{_at(file, text, section, None)}[{section}]: {_RENAMED[section]}")
         if section not in _SECTIONS:
-            known = ", ".join(f"[{name}]" for name in _SECTIONS)
+            known = ", ".join(f"[{name}]" for name in [*_SECTIONS, *other_sections])
             raise ConfigError(f"{_at(file, text, section, None)}[{section}]: unknown section; known sections: {known}")
         if not isinstance(table, dict):
             raise ConfigError(f"{_at(file, text, None, section)}{section}: expected a [{section}] table")
+        if section == "clusters":
+            continue
         for key, raw in table.items():
             if key not in _SECTIONS[section]:
                 known = ", ".join(_SECTIONS[section])
                 raise ConfigError(f"{_at(file, text, section, key)}[{section}] {key}: unknown key; known keys: {known}")
-            if section == "version_map" and key in {role.value for role in Role}:
+            if section == "versions":
                 continue
             setting = next(s for s in _SETTINGS if s.section == section and s.key == key)
             where = f"{_at(file, text, section, key)}[{section}] {key}"
             values[setting.name] = _parse(setting, raw, file.parent, where)
             sources[setting.name] = _at(file, text, section, key).rstrip(": ")
-    return _version_rules(file, text, document.get("version_map", {}))
+
+    def own_table(name: str) -> Any:
+        return {} if name in other_sections else document.get(name, {})
+
+    return _Tables(
+        rules=_version_rules(file, text, own_table("versions")),
+        clusters=_cluster_urls(file, text, own_table("clusters")),
+    )
+
+
+def _cluster_urls(file: Path, text: str, table: Mapping[str, Any]) -> tuple[tuple[ClusterKey, str], ...]:
+    """`[clusters] "<cluster name>:<port>" = "URL"`: the URL of each cluster the registry names
+    only by `DRMS_Config_<cluster name>_<port>` (no registry value holds a cluster's URL)."""
+    urls: dict[ClusterKey, str] = {}
+    for key, raw in table.items():
+        where = f"{_at(file, text, 'clusters', key)}[clusters] {json.dumps(key)}"
+        try:
+            cluster = parse_cluster_key(key)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        if cluster in urls:
+            raise ConfigError(f"{where}: cluster {cluster} is given twice (names compare without case)")
+        try:
+            urls[cluster] = _url(raw, None)
+        except _Bad as bad:
+            raise ConfigError(f"{where}: expected {bad.expected}, got {_show(bad.got)}") from None
+    return tuple(sorted(urls.items()))
 
 
 def _version_rules(file: Path, text: str, table: Mapping[str, Any]) -> tuple[VersionRule, ...]:
@@ -388,10 +491,10 @@ def _version_rules(file: Path, text: str, table: Mapping[str, Any]) -> tuple[Ver
         entries = table.get(role.value)
         if entries is None:
             continue
-        section = f"version_map.{role.value}"
+        section = f"versions.{role.value}"
         if not isinstance(entries, dict):
             raise ConfigError(
-                f'{_at(file, text, "version_map", role.value)}[version_map] {role.value}: expected a table of "version prefix" = "RTM|SP1|SP2|UNKNOWN"'
+                f'{_at(file, text, "versions", role.value)}[versions] {role.value}: expected a table of "version prefix" = "RTM|SP1|SP2|UNKNOWN"'
             )
         for prefix, release in entries.items():
             where = f"{_at(file, text, section, prefix)}[{section}] {json.dumps(prefix)}"
@@ -451,7 +554,7 @@ def _line_of(text: str, section: str | None, key: str | None) -> int | None:
 def _build(
     values: Mapping[str, Any],
     state_dir: Path,
-    overrides: tuple[VersionRule, ...],
+    tables: _Tables,
     file: Path | None,
     sources: Mapping[str, str],
 ) -> AgentConfig:
@@ -459,14 +562,14 @@ def _build(
         return {name.split(".", 1)[1]: value for name, value in values.items() if name.startswith(prefix + ".")}
 
     top = {name: value for name, value in values.items() if "." not in name}
-    version_map = group("version_map")
     return AgentConfig(
         state_dir=state_dir,
         tls=TlsConfig(**group("tls")),
         sender=SenderConfig(**group("sender")),
         host=HostOverrides(**group("host")),
-        windows=WindowsProbeSettings(**group("windows")),
-        version_map=VersionMapConfig(overrides=overrides, **version_map),
+        windows=WindowsPaths(**group("windows")),
+        version_map=VersionMapConfig(overrides=tables.rules),
+        clusters=ClusterUrls(by_name=tables.clusters, **group("clusters")),
         config_file=file,
         sources=tuple(sorted(sources.items())),
         **top,
@@ -491,7 +594,7 @@ def _check(config: AgentConfig) -> None:
     try:
         config.version_map.build()
     except ValueError as exc:
-        raise ConfigError(f"version_map: {exc}") from None
+        raise ConfigError(f"versions: {exc}") from None
 
 
 # --- flags -----------------------------------------------------------------------------------------
@@ -573,20 +676,24 @@ def render_effective(config: AgentConfig) -> str:
             ("secret_file", "enroll_secret_file", config.enroll_secret_file, "the secret itself is never shown")
         ],
         "outbox": [("max_changes", "outbox_max_changes", config.outbox_max_changes, "")],
-        "host": [(key, f"host.{key}", getattr(config.host, key), "") for key in ("host_id", "hostname", "forest")],
+        "host": [(key, f"host.{key}", getattr(config.host, key), "") for key in ("host_id", "hostname", "forest")]
+        + [
+            ("server_cluster", "clusters.server", config.clusters.server, "this server's cluster URL"),
+            ("client_cluster", "clusters.client", config.clusters.client, "when ServiceLocation names none"),
+        ],
         "windows": [
-            (key, f"windows.{key}", getattr(config.windows, key), "")
+            (key, f"windows.{key}", getattr(config.windows, key), _WINDOWS_NOTES.get(key, ""))
             for key in (
                 "drms_key",
-                "server_version_values",
-                "cluster_url_values",
-                "config_database_values",
-                "parent_cluster_values",
                 "service_location_key",
+                "server_assembly_folders",
+                "server_assembly_suffix",
+                "kernel",
+                "msdrm",
+                "profile_certificate",
+                "builtin_profile_certificate",
+                "rtm_machine_certificate",
             )
-        ],
-        "version_map": [
-            ("include_assumptions", "version_map.include_assumptions", config.version_map.include_assumptions, "")
         ],
     }
     for section, entries in sections.items():
@@ -598,9 +705,19 @@ def render_effective(config: AgentConfig) -> str:
         rules = [rule for rule in config.version_map.overrides if rule.role is role]
         if rules:
             lines.append("")
-            lines.append(f"[version_map.{role.value}]")
+            lines.append(f"[versions.{role.value}]")
             lines.extend(f"{json.dumps(rule.prefix_text)} = {json.dumps(rule.release.value)}" for rule in rules)
+    if config.clusters.by_name:
+        lines.append("")
+        lines.append("[clusters]")
+        lines.extend(f"{json.dumps(str(key))} = {json.dumps(url)}" for key, url in config.clusters.by_name)
     return "\n".join(lines) + "\n"
+
+
+_WINDOWS_NOTES = {
+    "server_assembly_folders": "an assumption: no document says where the server assembly lies",
+    "rtm_machine_certificate": "not documented: set it once confirmed on an RTM client",
+}
 
 
 def _toml_value(value: object) -> str:

@@ -17,6 +17,7 @@ from rmsfleet.agent.config import (
     load_config,
     render_effective,
 )
+from rmsfleet.agent.probe import ClusterKey
 from rmsfleet.agent.probe.version_map import Role
 from rmsfleet.contract.facts import Version
 
@@ -48,15 +49,17 @@ max_changes = 50
 
 [host]
 forest = "corp.example"
+client_cluster = "https://RMS.corp.example/_wmcs/licensing"
 
 [windows]
-server_version_values = ["BuildNumber"]
+server_assembly_folders = ['D:\\RMS\\_wmcs\\bin', '%SystemRoot%\\assembly\\GAC\\Plugin.DirectoryServices\\*']
+rtm_machine_certificate = '%SystemDrive%\\Documents and Settings\\All Users\\Application Data\\Microsoft\\DRM\\CERT-Machine.drm'
 
-[version_map]
-include_assumptions = false
+[versions.client]
+"5.2.3790.100" = "SP1"
 
-[version_map.client]
-"6.1.7601" = "SP2"
+[clusters]
+"rms_corp_example:443" = "https://rms.corp.example"
 """
 
 
@@ -84,7 +87,8 @@ def test_defaults() -> None:
     assert (config.sender.initial_backoff, config.sender.max_backoff) == (5, 30)
     assert (config.sender.backoff_multiplier, config.sender.rpc_deadline_seconds) == (1.5, 10)
     assert config.outbox_max_changes == 1000
-    assert config.version_map.include_assumptions is True
+    assert config.version_map.overrides == ()
+    assert config.clusters.by_name == ()
     assert config.source_of("interval_seconds") == "default"
 
 
@@ -109,10 +113,15 @@ def test_a_complete_file(tmp_path: Path) -> None:
     assert config.sender.rpc_deadline_seconds == 5
     assert config.outbox_max_changes == 50
     assert config.host.forest == "corp.example"
-    assert config.windows.server_version_values == ("BuildNumber",)
-    versions = config.version_map.build()
-    assert versions.release(Role.CLIENT, "6.1.7601.17514") is Version.SP2
-    assert versions.release(Role.CLIENT, "6.0.6406.0") is Version.UNKNOWN  # assumptions switched off
+    assert config.windows.server_assembly_folders == (
+        "D:\\RMS\\_wmcs\\bin",
+        "%SystemRoot%\\assembly\\GAC\\Plugin.DirectoryServices\\*",
+    )
+    settings = config.documented_settings()
+    assert settings.versions.release(Role.CLIENT, "5.2.3790.100") is Version.SP1
+    assert settings.versions.release(Role.SERVER, "5.2.3790.300") is Version.SP2  # the known rules stay
+    assert settings.clusters.url_for(ClusterKey("rms_corp_example", 443)) == "https://rms.corp.example"
+    assert settings.clusters.client == "https://rms.corp.example"  # normalised when loaded
     assert config.source_of("interval_seconds") == f"{path}:4"
 
 
@@ -190,9 +199,41 @@ def test_unknown_keys_and_sections_are_errors(tmp_path: Path) -> None:
     assert message.startswith(f"{tmp_path / 'agent.toml'}:3: [database]: unknown section")
 
 
-def test_bad_version_map_entries_name_the_line(tmp_path: Path) -> None:
-    message = error_of(tmp_path, '[version_map.server]\n"1.0.701" = "SP3"\n')
-    assert message.startswith(f'{tmp_path / "agent.toml"}:2: [version_map.server] "1.0.701": expected one of RTM')
+def test_bad_version_rules_name_the_line(tmp_path: Path) -> None:
+    message = error_of(tmp_path, '[versions.server]\n"5.2.3790.300" = "SP3"\n')
+    assert message == (
+        f"{tmp_path / 'agent.toml'}:2: [versions.server] \"5.2.3790.300\": expected one of RTM, SP1, SP2, UNKNOWN, got 'SP3'"
+    )
+    message = error_of(tmp_path, '[versions.client]\n"6.1" = "BUILTIN"\n')
+    assert "expected one of RTM, SP1, SP2, UNKNOWN" in message  # BUILTIN comes from the Windows version
+
+
+def test_the_old_version_map_section_says_what_it_became(tmp_path: Path) -> None:
+    message = error_of(tmp_path, "[version_map]\ninclude_assumptions = true\n")
+    assert message.startswith(f"{tmp_path / 'agent.toml'}:1: [version_map]: [version_map] is now [versions]")
+
+
+def test_bad_cluster_entries_name_the_file_line_and_key(tmp_path: Path) -> None:
+    message = error_of(tmp_path, '[clusters]\n"rms_corp_example" = "https://rms.corp.example"\n')
+    assert message.startswith(
+        f'{tmp_path / "agent.toml"}:2: [clusters] "rms_corp_example": expected "<cluster name>:<port>"'
+    )
+    message = error_of(tmp_path, '[clusters]\n"rms:443" = "ftp://rms"\n')
+    assert (
+        message
+        == f'{tmp_path / "agent.toml"}:2: [clusters] "rms:443": expected an http(s) URL of an RMS cluster, got "ftp://rms"'
+    )
+    message = error_of(tmp_path, '[clusters]\n"RMS:443" = "https://a"\n"rms:443" = "https://b"\n')
+    assert "given twice" in message
+
+
+def test_bad_windows_paths_name_what_is_expected(tmp_path: Path) -> None:
+    message = error_of(tmp_path, "[windows]\nkernel = 'system32\\ntoskrnl.exe'\n")
+    assert message.startswith(f"{tmp_path / 'agent.toml'}:2: [windows] kernel: expected a Windows path starting with")
+    message = error_of(tmp_path, "[windows]\nserver_version_values = ['ProductVersion']\n")
+    assert "[windows] server_version_values: unknown key" in message  # an invented value name, gone
+    message = error_of(tmp_path, "[host]\nserver_cluster = 'not a url'\n")
+    assert "[host] server_cluster: expected an http(s) URL" in message
 
 
 def test_a_missing_file_is_an_error(tmp_path: Path) -> None:
@@ -253,3 +294,13 @@ def test_the_config_is_frozen() -> None:
     with pytest.raises(AttributeError):
         config.jitter = 0.5  # type: ignore[misc]
     assert isinstance(config, AgentConfig)
+
+
+def test_sections_another_reader_owns_are_left_to_it(tmp_path: Path) -> None:
+    # The scanner shares the agent's file and reads [clusters] and [scan] itself.
+    path = write(tmp_path, '[scan]\nconcurrency = 8\n[clusters]\n"rms:443" = 5\n[agent]\njitter = 0.2\n')
+    config = load_config({}, {}, path, platform="linux", other_sections=("scan", "clusters"))
+    assert config.jitter == 0.2
+    assert config.clusters.by_name == ()
+    message = error_of(tmp_path, "[scan]\nconcurrency = 8\n")
+    assert "[scan]: unknown section" in message

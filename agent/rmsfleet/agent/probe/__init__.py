@@ -1,4 +1,5 @@
-"""Where host facts come from: a facts file, or the Windows registry and the RMS client API.
+"""Where host facts come from: a facts file, or this Windows host read through the one mapping
+from documented facts (documented.py) that the agentless scanner shares.
 
 `select_probe(config, platform)` picks one from the agent configuration; the run loop then only
 calls `probe.read()`.
@@ -9,41 +10,67 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from rmsfleet.agent.probe.base import Probe, ProbeAccessDenied, ProbeError
+from rmsfleet.agent.probe.documented import (
+    ClusterKey,
+    ClusterUrls,
+    DocumentedHost,
+    DocumentedSettings,
+    HostIdentity,
+    HostSources,
+    HostStatus,
+    NoteLog,
+    WindowsPaths,
+    read_documented_host,
+)
 from rmsfleet.agent.probe.file_probe import FileProbe
+from rmsfleet.agent.probe.files import FileAccessDenied, FileReader
+from rmsfleet.agent.probe.local_files import LocalFileReader
+from rmsfleet.agent.probe.recorded import RecordedFiles, RecordedHost
 from rmsfleet.agent.probe.registry import RecordedRegistry, RegistryAccessDenied, RegistryReader, WinRegReader
 from rmsfleet.agent.probe.rms_client import MsdrmClientApi, RecordedRmsClient, RmsClientApi, RmsClientError
 from rmsfleet.agent.probe.version_map import VersionMap
-from rmsfleet.agent.probe.windows_probe import (
-    HostIdentity,
-    HostOverrides,
-    RecordedHost,
-    WindowsProbe,
-    WindowsProbeSettings,
-)
+from rmsfleet.agent.probe.version_resource import RecordedVersions, VersionResourceReader, Win32VersionReader
+from rmsfleet.agent.probe.windows_probe import HostOverrides, WindowsProbe, local_sources
 
 if TYPE_CHECKING:
     # Only for the annotation: config imports this package's settings types, not the reverse.
     from rmsfleet.agent.config import AgentConfig
 
 __all__ = [
+    "ClusterKey",
+    "ClusterUrls",
+    "DocumentedHost",
+    "DocumentedSettings",
+    "FileAccessDenied",
     "FileProbe",
+    "FileReader",
     "HostIdentity",
     "HostOverrides",
+    "HostSources",
+    "HostStatus",
+    "LocalFileReader",
     "MsdrmClientApi",
+    "NoteLog",
     "Probe",
     "ProbeAccessDenied",
     "ProbeError",
+    "RecordedFiles",
     "RecordedHost",
     "RecordedRegistry",
     "RecordedRmsClient",
+    "RecordedVersions",
     "RegistryAccessDenied",
     "RegistryReader",
     "RmsClientApi",
     "RmsClientError",
     "VersionMap",
+    "VersionResourceReader",
+    "Win32VersionReader",
     "WinRegReader",
+    "WindowsPaths",
     "WindowsProbe",
-    "WindowsProbeSettings",
+    "local_sources",
+    "read_documented_host",
     "select_probe",
 ]
 
@@ -61,10 +88,4 @@ def select_probe(config: AgentConfig, platform: str) -> Probe:
         if kind == "windows":
             raise ProbeError(f"the Windows probe runs only on Windows (this is {platform}): use --facts FILE")
         raise ProbeError(f"no facts file given: on {platform} the agent reads its facts from --facts FILE")
-    return WindowsProbe(
-        WinRegReader(),
-        MsdrmClientApi(),
-        settings=config.windows,
-        version_map=config.version_map.build(),
-        overrides=config.host,
-    )
+    return WindowsProbe(local_sources(), settings=config.documented_settings(), overrides=config.host)

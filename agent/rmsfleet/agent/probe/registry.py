@@ -42,6 +42,15 @@ class RegistryReader(Protocol):
         """Names of the subkeys of HKLM\\`path`; empty when the key does not exist."""
         ...
 
+    def value_names(self, path: str) -> list[str]:
+        """Names of the values of HKLM\\`path` (the (Default) value, when set, as ""), as the host
+        spells them; empty when the key does not exist. Like `subkeys`, the first view of
+        `candidate_paths` in which the key exists answers. Raises RegistryAccessDenied.
+
+        Needed where a documented fact is a value's *name*: the `KeyProtection` value
+        `PASSWORDDERIVEDKEY_<database server>_DRMS_CONFIG_<cluster name>_<port>` (domain.md)."""
+        ...
+
     def key_exists(self, path: str) -> bool:
         """Whether HKLM\\`path` exists (in either view). Raises RegistryAccessDenied."""
         ...
@@ -119,6 +128,26 @@ class WinRegReader:
             return names
         return []
 
+    def value_names(self, path: str) -> list[str]:
+        winreg = self._module()
+        for candidate in candidate_paths(path):
+            key = self._open(winreg, candidate)
+            if key is None:
+                continue
+            names: list[str] = []
+            with key:
+                index = 0
+                while True:
+                    try:
+                        name, _raw, _kind = winreg.EnumValue(key, index)
+                    except OSError:
+                        # EnumValue signals the end with ERROR_NO_MORE_ITEMS as an OSError.
+                        break
+                    names.append(str(name))
+                    index += 1
+            return names
+        return []
+
     def key_exists(self, path: str) -> bool:
         winreg = self._module()
         for candidate in candidate_paths(path):
@@ -167,8 +196,10 @@ class RecordedRegistry:
     def __init__(self, keys: Mapping[str, Mapping[str, str | int]], denied: Iterable[str] = ()) -> None:
         self._keys: dict[str, dict[str, str | int]] = {}
         self._spelled: dict[str, str] = {}  # subkey names keep the host's spelling, as winreg's do
+        self._names: dict[str, dict[str, str]] = {}  # value names too
         for path, values in keys.items():
             self._keys[_norm(path)] = {name.lower(): value for name, value in values.items()}
+            self._names[_norm(path)] = {name.lower(): name for name in values}
             self._spelled[_norm(path)] = path.strip("\\")
         # (normalised, as recorded): errors name the key as the host spelled it.
         self._denied = [(_norm(path), path.strip("\\")) for path in denied]
@@ -214,6 +245,15 @@ class RecordedRegistry:
                 self._spelled[key][len(prefix) :].split("\\", 1)[0] for key in self._keys if key.startswith(prefix)
             }
             return sorted(names, key=str.lower)
+        return []
+
+    def value_names(self, path: str) -> list[str]:
+        for candidate in candidate_paths(path):
+            normal = _norm(candidate)
+            self._check(normal)
+            if not self._exists(normal):
+                continue
+            return list(self._names.get(normal, {}).values())
         return []
 
     def key_exists(self, path: str) -> bool:

@@ -1,11 +1,15 @@
-"""The RMS client API (msdrm.dll) behind a two-question interface.
+"""The RMS client API (msdrm.dll) behind a one-question interface, for the local probe only.
 
-`RmsClientApi` asks only what the facts need: which client version is installed, and whether the
-machine is activated. `MsdrmClientApi` asks msdrm.dll through ctypes (loaded on first use, and
-only on Windows); `RecordedRmsClient` answers from a fixture.
+`RmsClientApi` asks which client version is installed (DRMGetClientVersion); the mapping
+(documented.py) uses it only when msdrm.dll's file version cannot be read. `MsdrmClientApi` asks
+msdrm.dll through ctypes (loaded on first use, and only on Windows); `RecordedRmsClient` answers
+from a fixture.
 
-Read-only by design. The agent NEVER calls DRMActivate: activating replaces the machine
-certificate (and, on an RTM client, goes out to the internet, D10). DRMIsActivated only looks.
+Activation is NOT asked here. DRMIsActivated answers for the calling account, and from SP1 on
+activation is per user (D17): the agent's service account (LocalSystem) says nothing about the
+users, so the mapping counts the users' machine certificates instead. And the agent never calls
+DRMActivate: activating replaces the machine certificate (and an RTM client would go out to the
+internet, D10; its activation service is gone, D18).
 
 The declarations follow msdrm.h / msdrmdefs.h of the RMS SDK:
 
@@ -18,11 +22,6 @@ The declarations follow msdrm.h / msdrmdefs.h of the RMS SDK:
     } DRM_CLIENT_VERSION_INFO;          // 1556 bytes
 
     HRESULT DRMGetClientVersion(DRM_CLIENT_VERSION_INFO *pDRMClientVersionInfo);
-    HRESULT DRMCreateClientSession(DRMCALLBACK pfnCallback, UINT uCallbackVersion,
-                                   PWSTR wszGroupIDProviderType, PWSTR wszGroupID,
-                                   DRMHSESSION *phClient);          // DRMHSESSION is a ULONG
-    HRESULT DRMIsActivated(DRMHSESSION hClient, UINT uFlags, DRM_ACTSERV_INFO *pActServInfo);
-    HRESULT DRMCloseSession(DRMHSESSION hSession);
 """
 
 from __future__ import annotations
@@ -40,21 +39,12 @@ log = logging.getLogger(__name__)
 ClientVersion = tuple[int, int, int, int]
 
 DRMCLIENTSTRUCTVERSION = 1
-DRM_ACTIVATE_MACHINE = 0x1
-DRM_DEFAULTGROUPIDTYPE_WINDOWSAUTH = "WindowsAuthProvider"
-S_OK = 0
-E_DRM_NEEDS_MACHINE_ACTIVATION = 0x8004CF3D
 
 
 class RmsClientApi(Protocol):
     def client_version(self) -> ClientVersion | None:
         """The installed RMS client's four-part version, or None when no RMS client is installed.
         Raises RmsClientError when a client is installed but its version cannot be read."""
-        ...
-
-    def is_activated(self) -> bool | None:
-        """Whether the machine is activated; None when that cannot be told (no client, or the
-        API refused to answer). Never activates anything."""
         ...
 
 
@@ -67,16 +57,12 @@ class RecordedRmsClient:
     """Answers recorded from a host (fixtures). `error` replays a failing DRMGetClientVersion."""
 
     version: ClientVersion | None
-    activated: bool | None = None
     error: str | None = None
 
     def client_version(self) -> ClientVersion | None:
         if self.error is not None:
             raise RmsClientError(self.error)
         return self.version
-
-    def is_activated(self) -> bool | None:
-        return None if self.version is None else self.activated
 
 
 class DrmClientVersionInfo(ctypes.Structure):
@@ -138,59 +124,8 @@ class MsdrmClientApi:
         )
         return (parts[0], parts[1], parts[2], parts[3])
 
-    def is_activated(self) -> bool | None:
-        dll = self._library()
-        if dll is None:
-            return None
-        try:
-            return _is_machine_activated(dll)
-        except (AttributeError, OSError) as exc:
-            log.warning("cannot ask %s whether the machine is activated: %s", self._dll_name, exc)
-            return None
-
 
 def _load_windll(name: str) -> Any:
     if sys.platform != "win32":
         raise OSError(f"{name} exists only on Windows")
     return ctypes.WinDLL(name)
-
-
-def _is_machine_activated(dll: Any) -> bool | None:
-    if sys.platform != "win32":
-        raise OSError("msdrm.dll exists only on Windows")
-    callback_type = ctypes.WINFUNCTYPE(ctypes.c_long, ctypes.c_int, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p)
-
-    def status_callback(msg: int, hr: int, param: int | None, context: int | None) -> int:
-        # Only asynchronous calls (activation, license acquisition) report here; the agent
-        # makes none, so there is nothing to do.
-        return S_OK
-
-    callback = callback_type(status_callback)  # kept referenced until the session is closed
-    session = ctypes.c_ulong(0)
-    create = dll.DRMCreateClientSession
-    create.argtypes = (callback_type, ctypes.c_uint, ctypes.c_wchar_p, ctypes.c_wchar_p, ctypes.POINTER(ctypes.c_ulong))
-    create.restype = ctypes.c_long
-    # A NULL group ID (user) is enough for the machine question; the session is the agent's
-    # own account (LocalSystem for the service), whose activation state is what we report.
-    hr = int(create(callback, 0, DRM_DEFAULTGROUPIDTYPE_WINDOWSAUTH, None, ctypes.byref(session)))
-    if hr < 0:
-        log.warning("DRMCreateClientSession failed with HRESULT %s: activation state unknown", hresult_text(hr))
-        return None
-    try:
-        is_activated = dll.DRMIsActivated
-        is_activated.argtypes = (ctypes.c_ulong, ctypes.c_uint, ctypes.c_void_p)
-        is_activated.restype = ctypes.c_long
-        # DRMIsActivated only inspects the certificate store. Never call DRMActivate here: it
-        # replaces the machine certificate.
-        hr = int(is_activated(session, DRM_ACTIVATE_MACHINE, None)) & 0xFFFFFFFF
-    finally:
-        close = dll.DRMCloseSession
-        close.argtypes = (ctypes.c_ulong,)
-        close.restype = ctypes.c_long
-        close(session)
-    if hr == S_OK:
-        return True
-    if hr == E_DRM_NEEDS_MACHINE_ACTIVATION:
-        return False
-    log.warning("DRMIsActivated returned HRESULT %s: activation state unknown", hresult_text(hr))
-    return None

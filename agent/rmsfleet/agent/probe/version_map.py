@@ -1,20 +1,19 @@
-"""From a product or file version ("5.2.3790.134") to an RMS release (RTM, SP1, SP2), per role.
+"""From a file version ("5.2.3790.134") to an RMS release (RTM, SP1, SP2), per role.
 
 A rule maps a dotted version *prefix* to a release for one role (server or client). A version
-matches a rule when the rule's numbers are the version's leading numbers ("6.0.6406" matches
-"6.0.6406.0" but not "6.0.64061.0"; leading zeros do not matter). The longest matching prefix
-wins; at equal length a rule from the agent configuration wins over a built-in one. A version no
-rule matches is Version.UNKNOWN: the agent never guesses a release (domain.md, Versions).
+matches a rule when the rule's numbers are the version's leading numbers ("5.2.3790" matches
+"5.2.3790.134" but not "5.2.37901.0"; leading zeros do not matter). The longest matching prefix
+wins; at equal length a rule from the configuration wins over a built-in one. A version no rule
+matches is Version.UNKNOWN: the probe never guesses a release (domain.md, Versions).
 
-Each built-in rule says where it comes from: `known` (stated by the source document or public
-Microsoft documentation) or `assumption` (a believed build number nobody has yet confirmed on a
-real host). docs/agent.md lists them all; `[version_map] include_assumptions = false` leaves only
-the known rules and the configured ones. A configured rule may map a prefix to UNKNOWN to
-silence a built-in rule it knows to be wrong.
+Built-in rules are only the `known` ones, each citing its source: the three versions of the
+server assembly `Plugin.DirectoryServices` that [MS-RMPRS] 2.3.1.2 names. No client version is
+published anywhere found (domain.md), so there is no built-in client rule: an operator confirms
+the msdrm.dll version of one client per release and configures it (`[versions.client]`). A
+configured rule may map a prefix to UNKNOWN to overrule a built-in one.
 
 Careful with 5.2: domain.md says the SP2 client's *lockbox* is version 5.2.0.0 or later. That is
-the lockbox component's version, not the client's, so it is no rule here: mapping every 5.2.x
-client to SP2 would report RTM and SP1 clients as SP2.
+the lockbox component's version, not the client's, so it is no rule here.
 """
 
 from __future__ import annotations
@@ -35,9 +34,8 @@ class Role(enum.Enum):
 
 
 class Source(enum.Enum):
-    KNOWN = "known"
-    ASSUMPTION = "assumption"
-    CONFIGURED = "configured"
+    KNOWN = "known"  # stated by a cited public Microsoft document
+    CONFIGURED = "configured"  # from the operator's configuration
 
 
 def parse_dotted(text: str) -> tuple[int, ...] | None:
@@ -68,23 +66,24 @@ class VersionRule:
         return version[: len(self.prefix)] == self.prefix
 
 
-def _assumed(role: Role, prefix: str, release: Version, note: str) -> VersionRule:
-    parts = parse_dotted(prefix)
-    assert parts is not None, prefix
-    return VersionRule(role, parts, release, Source.ASSUMPTION, note)
+def _known(role: Role, version: str, release: Version, note: str) -> VersionRule:
+    parts = parse_dotted(version)
+    assert parts is not None, version
+    return VersionRule(role, parts, release, Source.KNOWN, note)
 
 
-# The built-in table. Every entry is an assumption: neither the source document nor the public
-# documentation we had states the build numbers each release reports. Confirm them on one host
-# per release (the agent logs the raw version it read) and add what differs to the config.
+# [MS-RMPRS] 2.3.1.2 (IsPrincipalMemberOfRequest, TypeName): the Server Type name each RMS
+# version puts in a group expansion request names the assembly `Plugin.DirectoryServices`
+# with these versions. The SP1 one also appears as `Server-Version 5.2.3790.134` in a 2006
+# publishing license (domain.md).
 DEFAULT_RULES: tuple[VersionRule, ...] = (
-    _assumed(Role.SERVER, "1.0.180", Version.RTM, "RMS 1.0 server without a service pack"),
-    _assumed(Role.SERVER, "1.0.502", Version.SP1, "RMS 1.0 server with SP1"),
-    _assumed(Role.SERVER, "1.0.701", Version.SP2, "RMS 1.0 server with SP2"),
-    _assumed(Role.CLIENT, "5.2.3790.134", Version.RTM, "RMS client 1.0 (DRMGetClientVersion)"),
-    _assumed(Role.CLIENT, "5.2.3790.302", Version.SP1, "RMS client with SP1 (DRMGetClientVersion)"),
-    _assumed(Role.CLIENT, "6.0.6406", Version.SP2, "RMS client with SP2 for Windows XP / Server 2003"),
+    _known(Role.SERVER, "1.0.3246.0", Version.RTM, "Plugin.DirectoryServices of RMS 1.0 ([MS-RMPRS] 2.3.1.2)"),
+    _known(Role.SERVER, "5.2.3790.134", Version.SP1, "Plugin.DirectoryServices of RMS 1.0 SP1 ([MS-RMPRS] 2.3.1.2)"),
+    _known(Role.SERVER, "5.2.3790.300", Version.SP2, "Plugin.DirectoryServices of RMS 1.0 SP2 ([MS-RMPRS] 2.3.1.2)"),
 )
+
+# What a configured rule may name: BUILTIN comes from the Windows version (D15), never a rule.
+CONFIGURABLE = (Version.RTM, Version.SP1, Version.SP2, Version.UNKNOWN)
 
 
 def configured_rule(role: Role, prefix: str, release: str) -> VersionRule:
@@ -92,12 +91,11 @@ def configured_rule(role: Role, prefix: str, release: str) -> VersionRule:
     parts = parse_dotted(prefix)
     if parts is None:
         raise ValueError(f"expected a dotted version prefix such as 6.0.6406, got {prefix!r}")
-    try:
-        target = Version(release.strip().upper())
-    except ValueError:
-        allowed = ", ".join(v.value for v in Version)
-        raise ValueError(f"expected one of {allowed}, got {release!r}") from None
-    return VersionRule(role, parts, target, Source.CONFIGURED, "from the agent configuration")
+    target = next((v for v in CONFIGURABLE if v.value == release.strip().upper()), None)
+    if target is None:
+        allowed = ", ".join(v.value for v in CONFIGURABLE)
+        raise ValueError(f"expected one of {allowed}, got {release!r}")
+    return VersionRule(role, parts, target, Source.CONFIGURED, "from the configuration")
 
 
 class VersionMap:
@@ -115,9 +113,9 @@ class VersionMap:
             seen[key] = rule
 
     @classmethod
-    def with_defaults(cls, overrides: Iterable[VersionRule] = (), *, include_assumptions: bool = True) -> VersionMap:
-        defaults = [r for r in DEFAULT_RULES if include_assumptions or r.source is Source.KNOWN]
-        return cls([*defaults, *overrides])
+    def with_defaults(cls, overrides: Iterable[VersionRule] = ()) -> VersionMap:
+        """The built-in known rules plus `overrides` (the configured rules)."""
+        return cls([*DEFAULT_RULES, *overrides])
 
     @property
     def rules(self) -> tuple[VersionRule, ...]:
@@ -148,10 +146,9 @@ def _precedence(rule: VersionRule) -> tuple[int, int]:
 
 @dataclass(frozen=True, slots=True)
 class VersionMapConfig:
-    """The `[version_map]` part of the agent configuration."""
+    """The `[versions.server]` and `[versions.client]` tables of the configuration."""
 
-    include_assumptions: bool = True
     overrides: tuple[VersionRule, ...] = ()
 
     def build(self) -> VersionMap:
-        return VersionMap.with_defaults(self.overrides, include_assumptions=self.include_assumptions)
+        return VersionMap.with_defaults(self.overrides)
