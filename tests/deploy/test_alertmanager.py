@@ -169,6 +169,23 @@ def test_inhibitions_name_real_alerts_and_labels_both_sides_carry() -> None:
                 assert carries(rule, label), f"{rule['alert']} has no {label} label: the inhibition never applies"
 
 
+def test_inhibited_alerts_come_before_the_alerts_that_inhibit_them() -> None:
+    """Prometheus sends each rule's alerts as it evaluates the rule, in file order. When a fix
+    resolves an inhibiting alert and its target together, the target's resolution must reach
+    Alertmanager first, or Alertmanager may send the target as firing in between."""
+    document = yaml.safe_load(ALERT_RULES.read_text(encoding="utf-8"))
+    for inhibition in config()["inhibit_rules"]:
+        for group in document["groups"]:
+            rules = [r for r in group["rules"] if "alert" in r]
+            sources = [i for i, r in enumerate(rules) if matches(inhibition["source_matchers"], rule_labels(r))]
+            targets = [i for i, r in enumerate(rules) if matches(inhibition["target_matchers"], rule_labels(r))]
+            if sources and targets:
+                assert max(targets) < min(sources), (
+                    f"group {group['name']}: {[rules[i]['alert'] for i in targets]} must come before "
+                    f"{[rules[i]['alert'] for i in sources]}"
+                )
+
+
 def test_mixed_cluster_inhibits_the_forest_alert_of_its_own_forest_only() -> None:
     """D8: a mixed cluster makes its forest mixed; while the cluster alert fires in a forest,
     the forest alert of that forest (and no other) is held back."""

@@ -140,7 +140,11 @@ def test_violations_reach_the_receivers_the_forest_alert_is_held_back_and_the_fi
             # The forest alert resolved with it and was never sent, not even once uninhibited.
             wait_for(lambda: not manager.alerts("RmsfleetMixedVersionsInForest"), timeout=60, what="the forest alert")
             time.sleep(SETTLE_SECONDS)  # room for a wrong notification to arrive
-            sent = [n.body["groupLabels"] for n in receiver.received() if n.alerts("RmsfleetMixedVersionsInForest")]
+            sent = [
+                (n.body["status"], n.body["groupLabels"])
+                for n in receiver.received()
+                if n.alerts("RmsfleetMixedVersionsInForest")
+            ]
             assert sent == []
     finally:
         collector.stop()
