@@ -13,8 +13,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
-# Extras that include others: installing "dev" also satisfies "collector".
-IMPLIED = {"dev": ("dev", "collector"), "collector": ("collector",)}
+# Extras that include others: installing "dev" also satisfies "collector" and "scanner".
+IMPLIED = {"dev": ("dev", "collector", "scanner"), "collector": ("collector",), "scanner": ("scanner",)}
 
 
 def venv_python() -> Path:

@@ -5,6 +5,9 @@
     rmsfleet-agent check-config [--config FILE] [flags]
                                                       print the effective configuration, exit 0,
                                                       or exit 2 with the one-line error
+    rmsfleet-agent spool --spool-dir DIR [flags] [--once]
+                                                      send every facts file dropped into DIR as
+                                                      its own host (spool.py, docs/agent.md)
 
 Configuration: flags > RMSFLEET_* environment > TOML file > defaults (docs/agent.md).
 
@@ -42,6 +45,7 @@ from rmsfleet.agent.config import (
     load_config,
     render_effective,
 )
+from rmsfleet.agent.multihost import HostOutboxes
 from rmsfleet.agent.outbox import Outbox, OutboxError
 from rmsfleet.agent.probe import Probe, ProbeError, select_probe
 from rmsfleet.agent.runner import (
@@ -52,6 +56,8 @@ from rmsfleet.agent.runner import (
     SecretFileError,
     read_enroll_secret,
 )
+from rmsfleet.agent.spool import SpoolFolder
+from rmsfleet.agent.spool_loop import SpoolRunner
 from rmsfleet.agent.transport import TransportError, open_links, read_tls_material
 
 log = logging.getLogger("rmsfleet.agent")
@@ -59,16 +65,27 @@ log = logging.getLogger("rmsfleet.agent")
 # Kept for callers of the earlier CLI.
 EXIT_BAD_FACTS = EXIT_CONFIG
 CHECK_CONFIG = "check-config"
+SPOOL = "spool"
 
 
 def build_parser(prog: str = "rmsfleet-agent") -> argparse.ArgumentParser:
+    spooling = prog.endswith(f" {SPOOL}")
     parser = argparse.ArgumentParser(
         prog=prog,
-        description="Report this host's RMS facts to a collector. "
-        f"`rmsfleet-agent {CHECK_CONFIG} [flags]` prints the effective configuration.",
+        description="Send every facts file dropped into the spool folder as its own host."
+        if spooling
+        else "Report this host's RMS facts to a collector. "
+        f"`rmsfleet-agent {CHECK_CONFIG} [flags]` prints the effective configuration; "
+        f"`rmsfleet-agent {SPOOL} --spool-dir DIR` sends the facts files dropped into DIR.",
     )
     add_arguments(parser)
-    parser.add_argument("--once", action="store_true", help="report once, exit 0 when acknowledged")
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        help="take the files there now, send, exit 0 when all are acknowledged"
+        if spooling
+        else "report once, exit 0 when acknowledged",
+    )
     parser.add_argument(
         "--log-level", default=None, help="DEBUG, INFO (default), WARNING or ERROR (RMSFLEET_LOG_LEVEL)"
     )
@@ -79,19 +96,24 @@ def build_parser(prog: str = "rmsfleet-agent") -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     env = os.environ if environ is None else environ
     args_list = list(sys.argv[1:] if argv is None else argv)
-    checking = bool(args_list) and args_list[0] == CHECK_CONFIG
-    if checking:
+    command = args_list[0] if args_list and args_list[0] in (CHECK_CONFIG, SPOOL) else None
+    if command is not None:
         args_list = args_list[1:]
-    parser = build_parser("rmsfleet-agent check-config" if checking else "rmsfleet-agent")
+    parser = build_parser(f"rmsfleet-agent {command}" if command else "rmsfleet-agent")
     args = parser.parse_args(args_list)
     level = (args.log_level or env.get("RMSFLEET_LOG_LEVEL") or "INFO").upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = load_config(flag_values(args), env, config_file_path(args.config, env))
-        probe = _check(config)
+        if command == SPOOL:
+            spool_dir = _check_spool(config)
+        else:
+            probe = _check(config)
     except (ConfigError, ProbeError, SecretFileError, TransportError) as exc:
         return _fail(str(exc), EXIT_CONFIG)
-    if checking:
+    if command == SPOOL:
+        return run_spool(config, spool_dir, once=args.once)
+    if command == CHECK_CONFIG:
         sys.stdout.write(render_effective(config))
         return EXIT_OK
     return run(config, probe, once=args.once)
@@ -112,7 +134,29 @@ def _check(config: AgentConfig) -> Probe:
     return probe
 
 
-def run(config: AgentConfig, probe: Probe, *, once: bool) -> int:
+def _check_spool(config: AgentConfig) -> Path:
+    """What the spool needs: a collector, a spool folder that exists, a readable enrollment
+    secret and TLS files. Returns the folder. Raises with one line."""
+    if not config.collectors:
+        raise ConfigError(
+            "no collector address: pass --collector HOST:PORT, set RMSFLEET_COLLECTOR or [agent] collectors"
+        )
+    folder = config.spool.dir
+    if folder is None:
+        raise ConfigError("no spool folder: pass --spool-dir DIR, set RMSFLEET_SPOOL_DIR or [spool] dir")
+    if not folder.is_dir():
+        raise ConfigError(
+            f"spool folder {folder} ({config.source_of('spool.dir')}): "
+            + ("not a folder" if folder.exists() else "does not exist; create it where the writers drop their files")
+        )
+    if config.enroll_secret_file is not None:
+        read_enroll_secret(config.enroll_secret_file)
+    if any(not config.tls.plaintext_to(address) for address in config.collectors):
+        read_tls_material(config.tls)
+    return folder
+
+
+def _stop_on_signals() -> threading.Event:
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -121,6 +165,40 @@ def run(config: AgentConfig, probe: Probe, *, once: bool) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    return stop
+
+
+def run_spool(config: AgentConfig, folder: Path, *, once: bool) -> int:
+    """The spool: its state directory must last (the files are deleted once their report is in
+    an outbox), so there is no temporary fallback as for a single agent's --once."""
+    stop = _stop_on_signals()
+    try:
+        links = open_links(config.collectors, config.tls, config.sender)
+    except TransportError as exc:
+        return _fail(str(exc), EXIT_CONFIG)
+    try:
+        with HostOutboxes(config.state_dir, max_changes=config.outbox_max_changes) as hosts:
+            spool = SpoolFolder(
+                folder,
+                hosts,
+                settle_seconds=config.spool.settle_seconds,
+                batch_size=config.spool.batch_size,
+                keep_done=config.spool.keep_done,
+            )
+            runner = SpoolRunner(config, spool, hosts, links, stop)
+            if not once:
+                return runner.run_forever()
+            code, message = runner.run_once()
+            return code if message is None else _fail(message, code)
+    except OutboxError as exc:
+        return _fail(str(exc), EXIT_CONFIG)
+    finally:
+        for link in links:
+            link.close()
+
+
+def run(config: AgentConfig, probe: Probe, *, once: bool) -> int:
+    stop = _stop_on_signals()
     if once:
         # Read first: a bad facts file is one line and nothing else, with nothing sent.
         try:

@@ -95,6 +95,21 @@ class SenderConfig:
     rpc_deadline_seconds: float = 10.0
 
 
+@dataclass(frozen=True, slots=True)
+class SpoolConfig:
+    """`[spool]`: the folder of facts files the agent sends as their hosts (`rmsfleet-agent spool`,
+    docs/agent.md). A file is taken once its size and modification time stayed the same for
+    `settle_seconds` (writers write `NAME.tmp` and rename it to `NAME.json`; the wait covers
+    those that do not); at most `batch_size` files per pass; `concurrency` hosts sent at a time."""
+
+    dir: Path | None = None
+    settle_seconds: float = 2.0
+    poll_seconds: float = 1.0
+    batch_size: int = 200
+    concurrency: int = 16
+    keep_done: bool = False
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AgentConfig:
     state_dir: Path
@@ -106,6 +121,7 @@ class AgentConfig:
     tls: TlsConfig = TlsConfig()
     enroll_secret_file: Path | None = None
     sender: SenderConfig = SenderConfig()
+    spool: SpoolConfig = SpoolConfig()
     outbox_max_changes: int = 1000
     host: HostOverrides = field(default_factory=HostOverrides)
     windows: WindowsPaths = field(default_factory=WindowsPaths)
@@ -327,6 +343,12 @@ _SETTINGS: tuple[_Setting, ...] = (
     _Setting("sender.max_backoff", "sender", "max_backoff", _seconds),
     _Setting("sender.backoff_multiplier", "sender", "backoff_multiplier", _multiplier),
     _Setting("sender.rpc_deadline_seconds", "sender", "rpc_deadline_seconds", _seconds, "--deadline"),
+    _Setting("spool.dir", "spool", "dir", _path, "--spool-dir"),
+    _Setting("spool.settle_seconds", "spool", "settle_seconds", _seconds),
+    _Setting("spool.poll_seconds", "spool", "poll_seconds", _seconds),
+    _Setting("spool.batch_size", "spool", "batch_size", _count),
+    _Setting("spool.concurrency", "spool", "concurrency", _count),
+    _Setting("spool.keep_done", "spool", "keep_done", _bool),
     _Setting("tls.ca_file", "tls", "ca_file", _path, "--tls-ca"),
     _Setting("tls.cert_file", "tls", "cert_file", _path, "--tls-cert"),
     _Setting("tls.key_file", "tls", "key_file", _path, "--tls-key"),
@@ -566,6 +588,7 @@ def _build(
         state_dir=state_dir,
         tls=TlsConfig(**group("tls")),
         sender=SenderConfig(**group("sender")),
+        spool=SpoolConfig(**group("spool")),
         host=HostOverrides(**group("host")),
         windows=WindowsPaths(**group("windows")),
         version_map=VersionMapConfig(overrides=tables.rules),
@@ -616,6 +639,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--tls-key": "client private key (PEM)",
         "--insecure": "plaintext gRPC to any collector (loopback collectors get plaintext without it)",
         "--enroll-secret-file": "file holding the enrollment secret",
+        "--spool-dir": "folder of facts files to send as their hosts (the spool subcommand)",
     }
     parser.add_argument("--config", type=Path, default=None, help=f"agent config file (TOML; {CONFIG_ENV})")
     for setting in _SETTINGS:
@@ -662,6 +686,10 @@ def render_effective(config: AgentConfig) -> str:
         "sender": [
             (key, f"sender.{key}", getattr(config.sender, key), "")
             for key in ("initial_backoff", "max_backoff", "backoff_multiplier", "rpc_deadline_seconds")
+        ],
+        "spool": [
+            (key, f"spool.{key}", getattr(config.spool, key), "")
+            for key in ("dir", "settle_seconds", "poll_seconds", "batch_size", "concurrency", "keep_done")
         ],
         "tls": [(key, f"tls.{key}", getattr(config.tls, key), "") for key in ("ca_file", "cert_file", "key_file")]
         + [

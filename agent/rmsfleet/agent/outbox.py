@@ -22,6 +22,9 @@ Semantics:
   file is lost or replaced (a corrupt file is moved aside), the new counter still starts above
   every sequence the old one handed out (it advanced by one per report, far slower than the
   clock), so the collector never mistakes new reports for retries of old ones.
+- A read or write that fails (the file is locked by another process past the busy timeout, the
+  disk is full or failing) raises OutboxStorageError and changes nothing; the run loop logs it,
+  backs off and tries again, so a passing storage problem delays reports and loses none.
 - A file that is not a usable SQLite database is moved aside to
   `outbox.sqlite3.corrupt-<UTC timestamp>` and a fresh outbox is created; its pending reports
   and node key are lost (the agent enrolls again), which the log says.
@@ -92,6 +95,11 @@ class OutboxError(Exception):
     """The outbox cannot be opened or written (e.g. the state directory is not writable)."""
 
 
+class OutboxStorageError(OutboxError):
+    """A read or write of an open outbox failed (locked, disk full, I/O error); nothing changed.
+    Worth retrying later."""
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -99,12 +107,21 @@ def _utc_now() -> datetime:
 class Outbox:
     """Thread-safe: the run loop may put while the sender acknowledges."""
 
-    def __init__(self, path: Path, max_changes: int = 1000, *, clock: Callable[[], datetime] = _utc_now) -> None:
+    def __init__(
+        self,
+        path: Path,
+        max_changes: int = 1000,
+        *,
+        clock: Callable[[], datetime] = _utc_now,
+        busy_timeout: float = 10.0,
+    ) -> None:
         if max_changes < 1:
             raise ValueError("max_changes must be at least 1")
         self.path = path
         self.max_changes = max_changes
         self._clock = clock
+        # How long a statement waits for another process's lock on the file before failing.
+        self._busy_timeout = busy_timeout
         self._lock = threading.Lock()
         self._db = self._open()
 
@@ -142,7 +159,7 @@ class Outbox:
 
     def _connect(self) -> sqlite3.Connection:
         # check_same_thread=False: access is serialised by self._lock instead.
-        db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
+        db = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False)
         try:
             if os.name == "posix":
                 # The node key lives here: only the agent's account may read it. SQLite gives the
@@ -208,23 +225,42 @@ class Outbox:
         self.close()
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
+    def _storage(self, what: str) -> Iterator[None]:
+        """Turn a failing read or write into OutboxStorageError naming the file and the step."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise OutboxStorageError(f"{self.path}: cannot {what}: {exc}") from exc
+
+    @contextmanager
+    def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
+        with self._lock, self._storage(what):
             # BEGIN IMMEDIATE takes the write lock up front, so two agents started on one state
             # directory by mistake cannot interleave a read and a write of the counter.
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                # A failed COMMIT (disk full) may leave the transaction open, or SQLite may have
+                # rolled it back already.
+                if self._db.in_transaction:
+                    try:
+                        self._db.execute("ROLLBACK")
+                    except sqlite3.Error as rollback_error:
+                        log.debug("outbox rollback failed: %s", rollback_error)
                 raise
-            self._db.execute("COMMIT")
+
+    @contextmanager
+    def _reading(self, what: str) -> Iterator[sqlite3.Connection]:
+        with self._lock, self._storage(what):
+            yield self._db
 
     # --- sequences -------------------------------------------------------------------------------
 
     def next_sequence(self) -> int:
         """Hand out a sequence number: persisted, strictly increasing, never handed out twice."""
-        with self._transaction() as db:
+        with self._transaction("take a sequence number") as db:
             return self._take_sequence(db)
 
     @staticmethod
@@ -245,7 +281,7 @@ class Outbox:
         document = json.dumps(facts_to_json(facts), sort_keys=True, separators=(",", ":"))
         fingerprint = hashlib.sha256(document.encode("utf-8")).hexdigest()
         when = observed_at.astimezone(UTC).isoformat()
-        with self._transaction() as db:
+        with self._transaction("store a report") as db:
             sequence = self._take_sequence(db)
             newest = db.execute("SELECT sequence, fingerprint FROM pending ORDER BY sequence DESC LIMIT 1").fetchone()
             if newest is not None and newest[1] == fingerprint:
@@ -278,25 +314,25 @@ class Outbox:
 
     def pending(self) -> list[OutboxEntry]:
         """Unacknowledged reports, oldest first (the order to send them in)."""
-        with self._lock:
-            rows = self._db.execute("SELECT sequence, observed_at, facts FROM pending ORDER BY sequence").fetchall()
+        with self._reading("read the pending reports") as db:
+            rows = db.execute("SELECT sequence, observed_at, facts FROM pending ORDER BY sequence").fetchall()
         return [OutboxEntry(row[0], datetime.fromisoformat(row[1]), _facts(row[2])) for row in rows]
 
     def pending_count(self) -> int:
-        with self._lock:
-            count: int = self._db.execute("SELECT COUNT(*) FROM pending").fetchone()[0]
+        with self._reading("count the pending reports") as db:
+            count: int = db.execute("SELECT COUNT(*) FROM pending").fetchone()[0]
         return count
 
     def ack(self, sequence: int) -> bool:
         """The collector acknowledged `sequence`: remove it. False when it is no longer pending
         (already acknowledged, or coalesced into a newer heartbeat while it was in flight)."""
-        with self._transaction() as db:
+        with self._transaction("remove an acknowledged report") as db:
             return db.execute("DELETE FROM pending WHERE sequence = ?", (sequence,)).rowcount > 0
 
     def set_aside(self, sequence: int, reason: str) -> bool:
         """The collector refused `sequence` for good: move it to `refused`, never to be retried."""
         refused_at = self._clock().astimezone(UTC).isoformat()
-        with self._transaction() as db:
+        with self._transaction("set a refused report aside") as db:
             row = db.execute("SELECT observed_at, facts FROM pending WHERE sequence = ?", (sequence,)).fetchone()
             if row is None:
                 return False
@@ -314,8 +350,8 @@ class Outbox:
 
     def refused(self) -> list[RefusedEntry]:
         """Reports set aside, oldest first (the newest MAX_REFUSED are kept)."""
-        with self._lock:
-            rows = self._db.execute(
+        with self._reading("read the refused reports") as db:
+            rows = db.execute(
                 "SELECT sequence, observed_at, facts, refused_at, reason FROM refused ORDER BY sequence"
             ).fetchall()
         return [
@@ -327,21 +363,21 @@ class Outbox:
 
     def node_key(self) -> str | None:
         """The node key from enrollment, or None before the first enrollment."""
-        with self._lock:
-            row = self._db.execute("SELECT value FROM meta WHERE key = 'node_key'").fetchone()
+        with self._reading("read the node key") as db:
+            row = db.execute("SELECT value FROM meta WHERE key = 'node_key'").fetchone()
         return None if row is None else str(row[0])
 
     def node_key_host(self) -> str | None:
         """The host id the node key was issued for (None: not recorded, or no key). A key belongs
         to one host: when the probe starts reporting another host id, the agent enrolls again."""
-        with self._lock:
-            row = self._db.execute("SELECT value FROM meta WHERE key = 'node_key_host'").fetchone()
+        with self._reading("read the node key") as db:
+            row = db.execute("SELECT value FROM meta WHERE key = 'node_key_host'").fetchone()
         return None if row is None else str(row[0])
 
     def save_node_key(self, key: str, host_id: str | None = None) -> None:
         if not key:
             raise ValueError("an empty node key")
-        with self._transaction() as db:
+        with self._transaction("store the node key") as db:
             db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('node_key', ?)", (key,))
             if host_id is None:
                 db.execute("DELETE FROM meta WHERE key = 'node_key_host'")
@@ -350,7 +386,7 @@ class Outbox:
 
     def clear_node_key(self) -> None:
         """Forget the node key (the collector said UNAUTHENTICATED: enroll again)."""
-        with self._transaction() as db:
+        with self._transaction("forget the node key") as db:
             db.execute("DELETE FROM meta WHERE key IN ('node_key', 'node_key_host')")
 
 

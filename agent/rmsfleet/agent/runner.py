@@ -12,6 +12,11 @@ What each failure does (backoff.classify_status):
 - REFUSED (INVALID_ARGUMENT, PERMISSION_DENIED, ...): set the report aside with the collector's
   reason, log it, go on with the next.
 
+The outbox's own storage failing (locked by another process, disk full: OutboxStorageError) is
+logged and retried with its own backoff; nothing is lost (a report acknowledged but not yet
+removed is sent again and applied once). A drain reads the pending reports once and sends them
+in order, removing each as it is acknowledged.
+
 `run_once` makes one pass (each address at most once per report) and returns an exit code;
 `run_forever` probes every interval until `stop` is set. Both leave unsent reports in the outbox.
 """
@@ -31,7 +36,7 @@ from pathlib import Path
 from rmsfleet.agent import __version__
 from rmsfleet.agent.backoff import Backoff, Outcome, classify_status, jittered_interval
 from rmsfleet.agent.config import AgentConfig
-from rmsfleet.agent.outbox import Outbox, OutboxEntry
+from rmsfleet.agent.outbox import Outbox, OutboxEntry, OutboxStorageError
 from rmsfleet.agent.probe import Probe, ProbeError
 from rmsfleet.agent.transport import Link, RpcFailure, Stopped
 from rmsfleet.contract.wire import report_request
@@ -40,7 +45,7 @@ log = logging.getLogger("rmsfleet.agent")
 
 EXIT_OK = 0
 EXIT_STOPPED = 1
-EXIT_CONFIG = 2  # a bad facts file, probe or configuration
+EXIT_CONFIG = 2  # a bad facts file, probe or configuration, or an outbox that cannot be used
 EXIT_UNREACHABLE = 3
 EXIT_REFUSED = 4
 EXIT_ENROLLMENT = 5
@@ -68,6 +73,7 @@ class Problem(enum.Enum):
     UNREACHABLE = "unreachable"  # retryable: wait and try again
     NEEDS_ENROLLMENT = "needs-enrollment"  # the collector wants a node key and we cannot get one
     ENROLLMENT_REFUSED = "enrollment-refused"  # the collector refused the enrollment secret
+    STORAGE = "storage"  # the outbox could not be read or written: wait and try again
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +83,11 @@ class Failure:
 
     @property
     def exit_code(self) -> int:
-        return EXIT_UNREACHABLE if self.problem is Problem.UNREACHABLE else EXIT_ENROLLMENT
+        if self.problem is Problem.UNREACHABLE:
+            return EXIT_UNREACHABLE
+        if self.problem is Problem.STORAGE:
+            return EXIT_CONFIG
+        return EXIT_ENROLLMENT
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +115,7 @@ class Runner:
         rng: random.Random | None = None,
         clock: Callable[[], datetime] = _utc_now,
         monotonic: Callable[[], float] = time.monotonic,
+        start_at: int = 0,
     ) -> None:
         if not links:
             raise ValueError("the runner needs at least one collector link")
@@ -119,8 +130,18 @@ class Runner:
         # The first address is the preferred one; a retryable failure moves on to the next (round
         # robin), and the agent stays with whichever answers. To spread a fleet over replicas,
         # give hosts the addresses in different orders, or one address behind a load balancer.
-        self._index = 0
+        # `start_at` lets a sender of many hosts (multihost.py) begin where the last host's
+        # runner found a collector that answers.
+        self._index = start_at % len(self.links)
         self.backoff = Backoff(
+            config.sender.initial_backoff,
+            config.sender.max_backoff,
+            config.sender.backoff_multiplier,
+            config.jitter,
+            self._rng,
+        )
+        # The outbox's storage failing is retried on its own schedule (same settings).
+        self.storage_backoff = Backoff(
             config.sender.initial_backoff,
             config.sender.max_backoff,
             config.sender.backoff_multiplier,
@@ -133,6 +154,11 @@ class Runner:
     @property
     def link(self) -> Link:
         return self.links[self._index]
+
+    @property
+    def link_index(self) -> int:
+        """The position in `links` of the address this runner sends to now."""
+        return self._index
 
     def _fail_over(self) -> None:
         self._index = (self._index + 1) % len(self.links)
@@ -248,25 +274,42 @@ class Runner:
 
     def drain(self) -> Failure | None:
         """Send pending reports, oldest first, until none is left (None) or one cannot be sent
-        now (its Failure). Retryable failures move to the next address at once; only when every
-        address failed in a row does this give up. Raises Stopped."""
+        now (its Failure). The outbox is read once per pass, not once per report, and each report
+        leaves it as soon as it is acknowledged. Retryable failures move to the next address at
+        once; only when every address failed in a row does this give up. A failing outbox is a
+        STORAGE failure. Raises Stopped."""
         failed_in_a_row = 0
-        while not self.stop.is_set():
-            pending = self.outbox.pending()
-            if not pending:
-                return None
-            failure = self.deliver(pending[0])
-            if failure is None:
-                failed_in_a_row = 0
-                continue
-            if failure.problem is not Problem.UNREACHABLE:
-                return failure
-            failed_in_a_row += 1
-            self._fail_over()
-            if failed_in_a_row >= len(self.links):
-                return failure
-            log.warning("%s; trying %s", failure.message, self.link.address)
-        raise Stopped()
+        try:
+            while True:
+                # A pass sends everything read at its start; the next read finds only reports
+                # queued meanwhile (none, when the run loop is the only writer).
+                pending = self.outbox.pending()
+                if not pending:
+                    return None
+                for entry in pending:
+                    while True:
+                        if self.stop.is_set():
+                            raise Stopped()
+                        failure = self.deliver(entry)
+                        if failure is None:
+                            failed_in_a_row = 0
+                            break
+                        if failure.problem is not Problem.UNREACHABLE:
+                            return failure
+                        failed_in_a_row += 1
+                        self._fail_over()
+                        if failed_in_a_row >= len(self.links):
+                            return failure
+                        log.warning("%s; trying %s", failure.message, self.link.address)
+        except OutboxStorageError as exc:
+            return Failure(Problem.STORAGE, str(exc))
+
+    def _pending_count(self) -> str:
+        """For log lines: the number of pending reports, or why it is not known."""
+        try:
+            return str(self.outbox.pending_count())
+        except OutboxStorageError:
+            return "an unknown number of"
 
     # --- the two modes ------------------------------------------------------------------------
 
@@ -286,7 +329,7 @@ class Runner:
         failure). The report made now must be acknowledged for exit 0."""
         try:
             entry = self.observe()
-        except ProbeError as exc:
+        except (ProbeError, OutboxStorageError) as exc:
             return EXIT_CONFIG, str(exc)
         try:
             failure = self.drain()
@@ -309,19 +352,35 @@ class Runner:
                 if self._monotonic() >= next_probe:
                     try:
                         self.observe()
+                        self.storage_backoff.reset()
                     except ProbeError as exc:
                         log.error("cannot read this host's facts: %s", exc)
+                    except OutboxStorageError as exc:
+                        # The probe runs again after the wait: the newest facts are what count.
+                        delay = self.storage_backoff.next_delay()
+                        log.error("cannot queue this host's report: %s; trying again in %.1f s", exc, delay)
+                        self._sleep(delay)
+                        continue
                     next_probe = self._monotonic() + jittered_interval(interval, self.config.jitter, self._rng)
                 failure = self.drain()
                 if failure is None:
+                    self.storage_backoff.reset()
                     self._sleep(max(0.0, next_probe - self._monotonic()))
                     continue
-                if failure.problem is Problem.UNREACHABLE:
+                if failure.problem is Problem.STORAGE:
+                    delay = self.storage_backoff.next_delay()
+                    log.error(
+                        "%s; reports stay in the outbox (one acknowledged meanwhile is sent again and applied once), "
+                        "next attempt in %.1f s",
+                        failure.message,
+                        delay,
+                    )
+                elif failure.problem is Problem.UNREACHABLE:
                     delay = self.backoff.next_delay()
                     log.warning(
-                        "%s; %d report(s) kept in the outbox, next attempt in %.1f s",
+                        "%s; %s report(s) kept in the outbox, next attempt in %.1f s",
                         failure.message,
-                        self.outbox.pending_count(),
+                        self._pending_count(),
                         delay,
                     )
                 else:
@@ -329,14 +388,14 @@ class Runner:
                     # file is read again on each attempt).
                     delay = self.config.sender.max_backoff
                     log.error(
-                        "%s; %d report(s) kept in the outbox, next attempt in %.1f s",
+                        "%s; %s report(s) kept in the outbox, next attempt in %.1f s",
                         failure.message,
-                        self.outbox.pending_count(),
+                        self._pending_count(),
                         delay,
                     )
                 self._sleep(delay)
         except Stopped:
             pass
-        pending = self.outbox.pending_count()
-        log.info("stopped%s", f"; {pending} report(s) kept in the outbox for the next start" if pending else "")
+        pending = self._pending_count()
+        log.info("stopped%s", f"; {pending} report(s) kept in the outbox for the next start" if pending != "0" else "")
         return EXIT_OK

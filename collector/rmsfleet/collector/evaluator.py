@@ -1,5 +1,10 @@
 """The evaluator: runs the pure policies over the stored fleet, keeps the violations table in
-step (opening, escalating, resolving) and publishes fresh aggregates for metrics and queries."""
+step (opening, escalating, resolving) and publishes fresh aggregates for metrics and queries.
+
+Its thread survives any exception (logged with a bounded message, counted in
+rmsfleet_loop_errors_total) and reports its progress to the health watch (liveness.py). A host
+whose stored row cannot be read is left out of the pass, logged and counted
+(rmsfleet_evaluation_unreadable_hosts), and its open violations are kept as they are."""
 
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ from rmsfleet.collector.domain.policies import (
     evaluate_all,
     policy_ids,
 )
+from rmsfleet.collector.liveness import DEFAULT_STALL_AFTER, LoopProgress, one_line
 from rmsfleet.collector.metrics import AggregatesHolder, CollectorMetrics
 from rmsfleet.collector.reports import AppliedReport
 from rmsfleet.collector.store.aggregates_sql import compute_aggregates
@@ -36,7 +42,7 @@ from rmsfleet.collector.store.evaluation_sql import (
     try_evaluation_lock,
     write_violations,
 )
-from rmsfleet.collector.store.rows import utc
+from rmsfleet.collector.store.rows import UnreadableRow, utc
 from rmsfleet.collector.watermark import EvaluationWatermark
 
 log = logging.getLogger(__name__)
@@ -88,7 +94,7 @@ class Evaluator:
     `watermark` counts the committed reports and how many of them a pass has covered: a pass
     covers the batches whose hosts it took, and a batch that changed nothing a rule reads is
     covered as soon as no earlier batch is waiting. A pass that could not run (another replica
-    held the lock, or the database failed) gives its hosts back for the next one."""
+    held the lock, the database failed, an unexpected error) gives its hosts back for the next."""
 
     def __init__(
         self,
@@ -100,6 +106,7 @@ class Evaluator:
         refresh_interval: float = 5.0,
         full_pass_interval: float = 60.0,
         debounce: float = 1.0,
+        stall_after: float = DEFAULT_STALL_AFTER,
         watermark: EvaluationWatermark | None = None,
     ) -> None:
         self._sessions = sessions
@@ -121,6 +128,11 @@ class Evaluator:
         self._dirty = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="evaluator", daemon=True)
+        # Hosts whose unreadable row was logged already: logged again only once readable between.
+        self._unreadable_logged: set[str] = set()
+        self.progress = LoopProgress("evaluator", stall_after)
+        self.progress.watch(self._thread)
+        metrics.loop_healthy.labels(loop="evaluator").set_function(lambda: float(self.progress.healthy()))
 
     def start(self) -> None:
         self._thread.start()
@@ -175,9 +187,12 @@ class Evaluator:
     def evaluate_once(self) -> ViolationChanges | None:
         """A full pass and an aggregates refresh. None when another replica holds the lock."""
         taken = self._take_touched(full=True)  # a full pass covers them
-        changes = self._evaluate(None)
-        self.refresh_aggregates(self._clock())
-        self._settle(taken, changes is not None, self._last_pass_at)
+        changes: ViolationChanges | None = None
+        try:
+            changes = self._evaluate(None)
+            self.refresh_aggregates(self._clock())
+        finally:
+            self._settle(taken, changes is not None, self._last_pass_at)
         return changes
 
     def evaluate_changes(self, host_ids: set[str], servers_touched: bool = True) -> ViolationChanges | None:
@@ -191,6 +206,7 @@ class Evaluator:
         kind = "full" if host_ids is None else "incremental"
         started = time.perf_counter()
         changes: ViolationChanges | None = None
+        unreadable: list[UnreadableRow] = []
         try:
             with self._sessions.begin() as session:
                 if not try_evaluation_lock(session):
@@ -202,12 +218,12 @@ class Evaluator:
                     for e in active_exemptions(session, now)
                 ]
                 if host_ids is None:
-                    findings = evaluate_all(load_fleet(session), ctx)
+                    findings = evaluate_all(load_fleet(session, unreadable=unreadable), ctx)
                     current = open_violations(session)
                 else:
                     findings, current = [], []
                     if servers_touched:
-                        servers = load_fleet(session, servers_only=True)
+                        servers = load_fleet(session, servers_only=True, unreadable=unreadable)
                         findings = evaluate_all(servers, ctx, frozenset({Scope.SERVERS}))
                         current = open_violations(session, policy_ids(Scope.SERVERS))
                     # The time rules are per host (stale-agent): for the hosts that just reported
@@ -217,14 +233,25 @@ class Evaluator:
                     ordered = sorted(host_ids)
                     for start in range(0, len(ordered), _CHUNK):
                         chunk = ordered[start : start + _CHUNK]
-                        findings += evaluate_all(load_fleet(session, chunk), ctx, scopes)
+                        hosts = load_fleet(session, chunk, unreadable=unreadable)
+                        findings += evaluate_all(hosts, ctx, scopes)
                         current += open_violations(session, ids, chunk)
+                # A host left out is not evaluated, so its open violations say nothing new: keep
+                # them rather than resolve them.
+                left_out = self._left_out(unreadable, kind)
+                current = [
+                    v for v in current if not (v.subject_kind == SubjectKind.HOST.value and v.subject in left_out)
+                ]
                 # An exempted subject is not in violation: its open violation resolves.
                 plan = reconcile(current, apply_exemptions(findings, exemptions, now), ctx)
                 changes = write_violations(session, plan.opened, plan.updated, plan.resolved, now)
         except SQLAlchemyError as exc:
             self._metrics.database_errors.labels(operation="evaluate").inc()
-            log.error("%s evaluation failed: %s", kind, str(exc).splitlines()[0])
+            log.error("%s evaluation failed: %s", kind, one_line(exc))
+            return None
+        except Exception as exc:  # a bug or a value the policies cannot take: this pass only
+            self._metrics.loop_errors.labels(loop="evaluator").inc()
+            log.error("%s evaluation failed with an unexpected error: %s", kind, one_line(exc))
             return None
         self._metrics.evaluation_duration.labels(kind=kind).observe(time.perf_counter() - started)
         self._metrics.evaluation_last_success.set(now.timestamp())
@@ -239,40 +266,82 @@ class Evaluator:
             )
         return changes
 
+    def _left_out(self, unreadable: Sequence[UnreadableRow], kind: str) -> set[str]:
+        """Log the hosts a pass left out (each once while it stays unreadable, not every pass); a
+        full pass, which reads every host, sets the gauge."""
+        left_out = {problem.host_id for problem in unreadable}
+        new = [problem for problem in unreadable if problem.host_id not in self._unreadable_logged]
+        self._unreadable_logged |= left_out
+        if kind == "full":
+            self._metrics.evaluation_unreadable_hosts.set(len(left_out))
+            self._unreadable_logged = left_out
+        if new:
+            shown = "; ".join(str(problem) for problem in new[:3])
+            more = f" (and {len(new) - 3} more)" if len(new) > 3 else ""
+            log.warning(
+                "%s evaluation left out %d host(s) whose stored row cannot be read: %s%s; fix or delete the row",
+                kind,
+                len({problem.host_id for problem in new}),
+                shown,
+                more,
+            )
+        return left_out
+
     def refresh_aggregates(self, now: datetime) -> None:
         try:
             with self._sessions() as session:
                 self._aggregates.publish(compute_aggregates(session, now, self._config.stale_after))
         except SQLAlchemyError as exc:
             self._metrics.database_errors.labels(operation="aggregate").inc()
-            log.error("aggregates refresh failed: %s", str(exc).splitlines()[0])
+            log.error("aggregates refresh failed: %s", one_line(exc))
+        except Exception as exc:  # e.g. a damaged value in a grouped column; the last snapshot stays
+            self._metrics.loop_errors.labels(loop="evaluator").inc()
+            log.error("aggregates refresh failed with an unexpected error: %s", one_line(exc))
 
     def _run(self) -> None:
         next_full = time.monotonic() + self._full_pass_interval
         next_refresh = time.monotonic() + self._refresh_interval
         while not self._stopping.is_set():
-            timeout = max(0.0, min(next_full, next_refresh) - time.monotonic())
-            if self._dirty.wait(timeout) and not self._stopping.is_set():
-                time.sleep(self._debounce)  # let a burst of batches land in one pass
-                self._dirty.clear()
-            if self._stopping.is_set():
-                return
-            changed: ViolationChanges | None = None
-            full = time.monotonic() >= next_full
-            taken = self._take_touched(full)
-            touched, servers_touched, _through = taken
-            ran = True
+            try:
+                next_full, next_refresh = self._step(next_full, next_refresh)
+            except Exception as exc:  # the loop outlives anything one pass does
+                self._metrics.loop_errors.labels(loop="evaluator").inc()
+                log.error("evaluator loop survived an unexpected error: %s", one_line(exc))
+                # Not a hot loop on an error that repeats; the next full pass is the backstop.
+                self._stopping.wait(1.0)
+            self.progress.progressed()
+
+    def _step(self, next_full: float, next_refresh: float) -> tuple[float, float]:
+        """Wait for changes or the next timer, then run what is due. Returns the next timers."""
+        timeout = max(0.0, min(next_full, next_refresh) - time.monotonic())
+        if self._dirty.wait(timeout) and not self._stopping.is_set():
+            time.sleep(self._debounce)  # let a burst of batches land in one pass
+            self._dirty.clear()
+        if self._stopping.is_set():
+            return next_full, next_refresh
+        # Work starts after the wait and the debounce (both deliberate): from here on, a pass that
+        # does not end is a stall.
+        self.progress.working()
+        changed: ViolationChanges | None = None
+        full = time.monotonic() >= next_full
+        taken = self._take_touched(full)
+        touched, servers_touched, _through = taken
+        # No pass is needed when the batches since the last one changed nothing a rule reads.
+        ran = full or bool(touched)
+        done = False
+        try:
             if full:
                 changed = self._evaluate(None)
                 next_full = time.monotonic() + self._full_pass_interval
             elif touched:
                 changed = self.evaluate_changes(touched, servers_touched)
-            else:
-                ran = False  # only batches that changed nothing a rule reads: nothing to evaluate
             moved = changed is not None and bool(changed.opened or changed.updated or changed.resolved)
             if moved or time.monotonic() >= next_refresh:
                 self.refresh_aggregates(self._clock())
                 next_refresh = time.monotonic() + self._refresh_interval
-            # Settled after the refresh: once the watermark covers a report, the violation gauges
-            # of /metrics reflect it too.
-            self._settle(taken, not ran or changed is not None, self._last_pass_at if ran else None)
+            done = not ran or changed is not None
+        finally:
+            # Settled after the refresh: once the watermark covers a report, the violation
+            # gauges of /metrics reflect it too. On any failure the hosts go back for the next pass.
+            self._settle(taken, done, self._last_pass_at if ran else None)
+        return next_full, next_refresh

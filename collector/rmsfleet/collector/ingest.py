@@ -4,7 +4,15 @@ commit). A report is acknowledged only after the transaction holding it has comm
 With enrollment on (`require_node_keys`), the writer also checks every report's node key in the
 batch's own transaction, with one query per batch: no round trip per report, no cache to
 invalidate, and a revocation committed by any replica (or by `hosts revoke`) applies to the very
-next batch every replica writes."""
+next batch every replica writes.
+
+One report cannot fail the others. A batch the database refuses for a reason a single report can
+cause (a value or constraint error, a trigger, a value the driver cannot bind) is split in halves
+that commit apart, down to the report at fault, which alone is refused (ReportRefused); the
+reports that shared its batch are committed and acknowledged. An error that is the database's
+(a dropped connection, a lock timeout, a full disk) fails the whole batch as before, UNAVAILABLE,
+so agents retry. The writer's thread survives any exception, and reports its progress to the
+health watch (liveness.py)."""
 
 from __future__ import annotations
 
@@ -16,16 +24,21 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from rmsfleet.collector.enrollment import NodeKeyRejected
+from rmsfleet.collector.liveness import DEFAULT_STALL_AFTER, LoopProgress, one_line
 from rmsfleet.collector.metrics import CollectorMetrics
 from rmsfleet.collector.reports import AppliedReport, IncomingReport
 from rmsfleet.collector.store.identity_sql import check_node_keys
-from rmsfleet.collector.store.ingest_writes import apply_reports
+from rmsfleet.collector.store.ingest_writes import SequenceRefused, apply_reports
 
 log = logging.getLogger(__name__)
+
+# SQLSTATE classes that one row's values can cause: data exceptions (22: out of range, NUL in
+# text, too long), integrity constraints (23) and errors raised by PL/pgSQL, i.e. triggers (P0).
+_REPORT_SQLSTATE_CLASSES = frozenset({"22", "23", "P0"})
 
 
 class IngestOverloaded(Exception):
@@ -38,6 +51,16 @@ class IngestStopped(Exception):
 
 class IngestFailed(Exception):
     """The batch holding the report could not be committed (UNAVAILABLE); nothing of it was kept."""
+
+
+class ReportRefused(Exception):
+    """This report, and only it, cannot be stored (FAILED_PRECONDITION): the database refused it
+    alone, or its sequence is beyond the host's ceiling. `reason` is one bounded line."""
+
+    def __init__(self, host_id: str, reason: str) -> None:
+        super().__init__(reason)
+        self.host_id = host_id
+        self.reason = reason
 
 
 @dataclass
@@ -61,6 +84,7 @@ class GroupCommitWriter:
         max_queue: int = 20000,
         *,
         require_node_keys: bool = False,
+        stall_after: float = DEFAULT_STALL_AFTER,
     ) -> None:
         self._sessions = sessions
         self.require_node_keys = require_node_keys
@@ -71,17 +95,24 @@ class GroupCommitWriter:
         self._accepting = True
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="group-commit-writer", daemon=True)
+        self.progress = LoopProgress("writer", stall_after)
+        self.progress.watch(self._thread)
+        metrics.loop_healthy.labels(loop="writer").set_function(lambda: float(self.progress.healthy()))
 
     def start(self) -> None:
         self._thread.start()
 
     def submit(self, report: IncomingReport, key_hash: str | None = None) -> Future[AppliedReport]:
         """Queue a report. Its future ends in the AppliedReport once the batch committed, or in
-        IngestFailed, or (keys required) in NodeKeyRejected when its key does not fit its host."""
+        IngestFailed, or in ReportRefused, or (keys required) in NodeKeyRejected when its key does
+        not fit its host."""
         pending = _Pending(report, Future(), key_hash)
         with self._lock:
             if not self._accepting:
                 raise IngestStopped("the collector is shutting down")
+            # Before the put: were it after, the writer could commit the report and go idle in
+            # between, and the clock would then run on an empty queue.
+            self.progress.working()
             try:
                 self._queue.put_nowait(pending)
             except queue.Full:
@@ -101,36 +132,105 @@ class GroupCommitWriter:
         while not stopping:
             first = self._queue.get()
             batch: list[_Pending] = []
-            if first is _STOP:
-                stopping = True
-            else:
-                assert isinstance(first, _Pending)
-                batch.append(first)
-            # Take whatever queued up while the last batch committed: batches grow with load
-            # without making a lone report wait for company.
-            while len(batch) < self._max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
+            try:
+                if first is _STOP:
                     stopping = True
-                    continue
-                assert isinstance(item, _Pending)
-                batch.append(item)
-            self._metrics.ingest_queue_depth.set(self._queue.qsize())
-            if batch:
-                self._commit(batch)
+                else:
+                    assert isinstance(first, _Pending)
+                    batch.append(first)
+                # Take whatever queued up while the last batch committed: batches grow with load
+                # without making a lone report wait for company.
+                while len(batch) < self._max_batch:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is _STOP:
+                        stopping = True
+                        continue
+                    assert isinstance(item, _Pending)
+                    batch.append(item)
+                self._metrics.ingest_queue_depth.set(self._queue.qsize())
+                if batch:
+                    self._commit(batch)
+            except Exception as exc:  # a bug must cost one batch, never the writer
+                self._survive(batch, exc)
+            # Progress first, then look for more work: a report queued in between is never missed.
+            self.progress.progressed()
+            if not self._queue.empty():
+                self.progress.working()
 
-    def _commit(self, batch: list[_Pending]) -> None:
+    def _survive(self, batch: Sequence[_Pending], error: Exception) -> None:
+        self._metrics.loop_errors.labels(loop="writer").inc()
+        log.error(
+            "group-commit writer: unexpected error with a batch of %d reports, which get UNAVAILABLE: %s (at %s)",
+            len(batch),
+            one_line(error),
+            _where(error),
+        )
+        failure = IngestFailed("the collector failed to store the batch (an internal error, logged)")
+        for pending in batch:
+            if not pending.future.done():
+                pending.future.set_exception(failure)
+
+    def _commit(self, batch: Sequence[_Pending]) -> None:
+        """Commit `batch`. When the database refuses it for a reason one report can cause, commit
+        its halves apart, down to the single report at fault (at most about 2 log2(n) extra
+        transactions per bad report)."""
         started = time.perf_counter()
-        results: list[AppliedReport] | None = None
-        rejected: dict[int, NodeKeyRejected] = {}
-        accepted = batch
-        error: Exception | None = None
+        try:
+            accepted, rejected, results = self._write(batch)
+        except Exception as error:
+            if not _blames_a_report(error):
+                self._metrics.database_errors.labels(operation="ingest").inc()
+                log.error("could not commit a batch of %d reports: %s", len(batch), one_line(error))
+                failure = IngestFailed(f"the database did not accept the batch: {one_line(error)}")
+                for pending in batch:
+                    pending.future.set_exception(failure)
+                return
+            if len(batch) == 1:
+                self._refuse(batch[0], error)
+                return
+            middle = len(batch) // 2
+            log.info(
+                "the database refused a batch of %d reports (%s): committing its halves apart to find the report "
+                "at fault",
+                len(batch),
+                one_line(error),
+            )
+            self._commit(batch[:middle])
+            self._commit(batch[middle:])
+            return
+        self._metrics.ingest_batch_size.observe(len(batch))
+        self._metrics.ingest_commit_duration.observe(time.perf_counter() - started)
+        # The listener hears of the batch before any agent is acknowledged, so whoever learns
+        # of an acknowledged report (and asks to wait for its evaluation) finds it counted.
+        try:
+            self._on_committed([r for r in results if not isinstance(r, SequenceRefused)])
+        except Exception as error:  # the reports are committed; a failing listener must not undo acks
+            self._metrics.loop_errors.labels(loop="writer").inc()
+            log.error("post-commit listener failed: %s (at %s)", one_line(error), _where(error))
+        for index, refusal in rejected.items():
+            batch[index].future.set_exception(refusal)
+        for pending, result in zip(accepted, results, strict=True):
+            if isinstance(result, SequenceRefused):
+                log.warning("refused report %d of host %s: %s", result.sequence, result.host_id, result.message)
+                pending.future.set_exception(ReportRefused(result.host_id, result.message))
+            else:
+                pending.future.set_result(result)
+
+    def _write(
+        self, batch: Sequence[_Pending]
+    ) -> tuple[list[_Pending], dict[int, NodeKeyRejected], list[AppliedReport]]:
+        """One transaction for the batch: (reports written, key refusals by index, results).
+        Retried once when another replica inserted one of its hosts first (the retry sees the
+        host as known) or when the database dropped the connection (instead of pinging before
+        every batch); otherwise the error is raised."""
         for attempt in range(2):
             try:
                 with self._sessions.begin() as session:
+                    rejected: dict[int, NodeKeyRejected] = {}
+                    accepted = list(batch)
                     if self.require_node_keys:
                         problems = check_node_keys(session, [(p.report.facts.host_id, p.key_hash) for p in batch])
                         rejected = {
@@ -138,42 +238,56 @@ class GroupCommitWriter:
                             for index, problem in problems.items()
                         }
                         accepted = [p for index, p in enumerate(batch) if index not in rejected]
-                    results = apply_reports(session, [p.report for p in accepted])
-                break
-            except IntegrityError as exc:
-                # Another replica inserted one of these hosts first; the retry sees it as known.
-                error = exc
-                log.info("batch of %d raced another writer (attempt %d), retrying", len(batch), attempt + 1)
-            except DBAPIError as exc:
-                error = exc
-                # A connection the database dropped (restart, failover) is retried once on a fresh
-                # one, instead of pinging before every batch.
-                if not exc.connection_invalidated:
-                    break
-                log.info("database connection was lost (attempt %d), retrying the batch", attempt + 1)
-            except SQLAlchemyError as exc:
-                error = exc
-                break
-        if results is None:
-            self._metrics.database_errors.labels(operation="ingest").inc()
-            log.error("could not commit a batch of %d reports: %s", len(batch), _one_line(error))
-            failure = IngestFailed(f"the database did not accept the batch: {_one_line(error)}")
-            for pending in batch:
-                pending.future.set_exception(failure)
-            return
-        self._metrics.ingest_batch_size.observe(len(batch))
-        self._metrics.ingest_commit_duration.observe(time.perf_counter() - started)
-        # The listener hears of the batch before any agent is acknowledged, so whoever learns
-        # of an acknowledged report (and asks to wait for its evaluation) finds it counted.
-        try:
-            self._on_committed(results)
-        except Exception:  # the reports are committed; a failing listener must not undo acks
-            log.exception("post-commit listener failed")
-        for index, refusal in rejected.items():
-            batch[index].future.set_exception(refusal)
-        for pending, result in zip(accepted, results, strict=True):
-            pending.future.set_result(result)
+                    return accepted, rejected, apply_reports(session, [p.report for p in accepted])
+            except DBAPIError as error:
+                if attempt == 0 and _is_unique_violation(error):
+                    log.info("batch of %d raced another writer, retrying", len(batch))
+                elif attempt == 0 and error.connection_invalidated:
+                    log.info("database connection was lost, retrying the batch of %d", len(batch))
+                else:
+                    raise
+        raise AssertionError("unreachable: the second attempt returns or raises")
+
+    def _refuse(self, pending: _Pending, error: Exception) -> None:
+        report = pending.report
+        reason = f"the database refused this report alone: {one_line(error)}"
+        log.warning("refused report %d of host %s: %s", report.sequence, report.facts.host_id, reason)
+        pending.future.set_exception(ReportRefused(report.facts.host_id, reason))
 
 
-def _one_line(error: Exception | None) -> str:
-    return str(error).splitlines()[0] if error else "unknown error"
+def _blames_a_report(error: Exception) -> bool:
+    """True when one report of the batch can have caused `error`: then splitting the batch finds
+    it. False when the error is the database's (connection, locks, disk, schema), which would
+    fail every report alike."""
+    if isinstance(error, DBAPIError):
+        if error.connection_invalidated:
+            return False
+        if isinstance(error, DataError | IntegrityError):
+            return True
+        state = getattr(error.orig, "sqlstate", None)
+        return isinstance(state, str) and state[:2] in _REPORT_SQLSTATE_CLASSES
+    # Anything else was raised while turning one report into statement parameters (e.g. an
+    # integer the driver cannot bind): a property of that report. Pool timeouts and the like are
+    # the database's; running out of memory is nobody's report.
+    return not isinstance(error, SQLAlchemyError | MemoryError | RecursionError)
+
+
+def _is_unique_violation(error: DBAPIError) -> bool:
+    if not isinstance(error, IntegrityError):
+        return False
+    state = getattr(error.orig, "sqlstate", None)
+    if isinstance(state, str):
+        return state == "23505"
+    return "UNIQUE constraint failed" in str(error.orig)
+
+
+def _where(error: BaseException) -> str:
+    """The innermost frame of the error's traceback (file:line function), for the log: enough to
+    find a bug without printing its message unbounded."""
+    tb = error.__traceback__
+    if tb is None:
+        return "unknown place"
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    code = tb.tb_frame.f_code
+    return f"{code.co_filename}:{tb.tb_lineno} {code.co_name}"

@@ -26,6 +26,8 @@ CLIENT_VERSIONS = tuple(v.value for v in Version)
 VERSIONS_BY_ROLE = {"server": tuple(v.value for v in Version if v is not Version.BUILTIN), "client": CLIENT_VERSIONS}
 ACTIVATIONS = tuple(a.value for a in Activation)
 SEVERITIES = ("warning", "critical")
+# The long-running loops (liveness.LoopProgress names).
+LOOPS = ("writer", "evaluator")
 
 
 class CollectorMetrics:
@@ -74,12 +76,31 @@ class CollectorMetrics:
             "Reports this collector committed that evaluation has not covered yet",
             registry=registry,
         )
+        self.loop_errors = Counter(
+            "rmsfleet_loop_errors",
+            "Unexpected errors a long-running loop caught, logged and survived",
+            ["loop"],
+            registry=registry,
+        )
+        self.loop_healthy = Gauge(
+            "rmsfleet_loop_healthy",
+            "1 while the loop makes progress (or has no work), 0 when it is stalled or has ended",
+            ["loop"],
+            registry=registry,
+        )
+        self.evaluation_unreadable_hosts = Gauge(
+            "rmsfleet_evaluation_unreadable_hosts",
+            "Hosts the last full evaluation pass left out because their stored row cannot be read",
+            registry=registry,
+        )
         build = Gauge("rmsfleet_build_info", "The running build", ["version", "python"], registry=registry)
         build.labels(version=version, python=platform.python_version()).set(1)
         for outcome in ("applied", "duplicate", "invalid", "refused", "error"):
             self.reports.labels(outcome=outcome)
         for operation in ("ingest", "evaluate", "aggregate", "query", "enroll"):
             self.database_errors.labels(operation=operation)
+        for loop in LOOPS:
+            self.loop_errors.labels(loop=loop)
 
     def track_evaluation(self, watermark: EvaluationWatermark, clock: Clock) -> None:
         """Read the evaluation lag from the watermark at scrape time (constant work)."""

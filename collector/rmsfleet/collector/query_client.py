@@ -61,6 +61,8 @@ def facts_dict(facts: facts_pb2.HostFacts) -> dict[str, Any]:
             "version": VERSION.get(c.version, "UNKNOWN"),
             "activation": ACTIVATION.get(c.activation),
             "cluster": c.cluster or None,
+            # D17: user profiles holding a machine certificate; null when not read.
+            "activated_users": c.activated_users if c.HasField("activated_users") else None,
         }
     return {
         "host_id": facts.host_id,

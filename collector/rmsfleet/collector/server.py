@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from types import FrameType
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, disable_created_metrics, start_http_server
 from sqlalchemy.orm import Session, sessionmaker
@@ -18,10 +18,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from rmsfleet.collector import __version__
 from rmsfleet.collector.clock import Clock, system_clock
 from rmsfleet.collector.config import ConfigError, ServeConfig, is_loopback_host, split_host_port
+from rmsfleet.collector.decode_guard import DecodeGuard
 from rmsfleet.collector.domain.policies import POLICIES
 from rmsfleet.collector.enrollment import SecretFile, file_is_private
 from rmsfleet.collector.evaluator import Evaluator
 from rmsfleet.collector.ingest import GroupCommitWriter
+from rmsfleet.collector.liveness import DEFAULT_STALL_AFTER, HealthWatch
 from rmsfleet.collector.metrics import AggregatesHolder, CollectorMetrics, FleetStateCollector
 from rmsfleet.collector.servicers import InventoryServicer, QueryServicer
 from rmsfleet.collector.store.database import create_db_engine, prepare_for_serving
@@ -48,11 +50,13 @@ class RunningCollector:
     health: health.HealthServicer
     registry: CollectorRegistry
     metrics_server: object
+    health_watch: HealthWatch
 
     def stop(self, grace: float) -> None:
         """Graceful stop: health turns NOT_SERVING, in-flight reports finish (committed or
         refused, never half-written), the queue drains, then evaluation stops."""
         self.health.enter_graceful_shutdown()
+        self.health_watch.stop()
         self.server.stop(grace).wait()
         self.writer.stop()
         self.evaluator.stop()
@@ -105,7 +109,15 @@ def server_credentials(config: ServeConfig) -> grpc.ServerCredentials | None:
     return reloading.credentials()
 
 
-def start(config: ServeConfig, clock: Clock = system_clock) -> RunningCollector:
+def start(
+    config: ServeConfig,
+    clock: Clock = system_clock,
+    *,
+    stall_after: float = DEFAULT_STALL_AFTER,
+    health_interval: float = 1.0,
+) -> RunningCollector:
+    """Start everything; `stall_after` is how long a loop may have work without progress before
+    health turns NOT_SERVING (liveness.py), checked every `health_interval` seconds."""
     # Files first: a bad secret or certificate file stops the start before anything listens.
     secrets = open_secrets(config)
     credentials = server_credentials(config)
@@ -129,6 +141,7 @@ def start(config: ServeConfig, clock: Clock = system_clock) -> RunningCollector:
         aggregates,
         refresh_interval=config.refresh_interval,
         full_pass_interval=config.full_pass_interval,
+        stall_after=stall_after,
         watermark=watermark,
     )
     writer = GroupCommitWriter(
@@ -138,11 +151,13 @@ def start(config: ServeConfig, clock: Clock = system_clock) -> RunningCollector:
         max_batch=config.max_batch,
         max_queue=config.max_queue,
         require_node_keys=secrets is not None,
+        stall_after=stall_after,
     )
 
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="grpc"),
         maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+        interceptors=[DecodeGuard(metrics)],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -172,10 +187,27 @@ def start(config: ServeConfig, clock: Clock = system_clock) -> RunningCollector:
     evaluator.evaluate_once()  # /metrics and queries have data from the first second
     evaluator.start()
     server.start()
-    for name in ("", *SERVICE_NAMES):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    # Liveness ("") follows both loops, reports (InventoryService) the writer; queries need neither.
+    health_watch = HealthWatch(
+        health_servicer,
+        {
+            "": [writer.progress, evaluator.progress],
+            SERVICE_NAMES[0]: [writer.progress],
+            SERVICE_NAMES[1]: [],
+        },
+        interval=health_interval,
+    )
+    health_watch.start()
     return RunningCollector(
-        server, grpc_port, bound_metrics_port, writer, evaluator, health_servicer, registry, metrics_server
+        server,
+        grpc_port,
+        bound_metrics_port,
+        writer,
+        evaluator,
+        health_servicer,
+        registry,
+        metrics_server,
+        health_watch,
     )
 
 

@@ -13,12 +13,20 @@ import grpc
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from rmsfleet.collector import bounds
 from rmsfleet.collector.clock import Clock
 from rmsfleet.collector.config import ServeConfig
 from rmsfleet.collector.domain.cluster_summary import summarize_clusters
 from rmsfleet.collector.domain.planner import plan_upgrade
-from rmsfleet.collector.enrollment import KeyProblem, NodeKeyRejected, SecretFile, hash_node_key, new_node_key
-from rmsfleet.collector.ingest import GroupCommitWriter, IngestFailed, IngestOverloaded, IngestStopped
+from rmsfleet.collector.enrollment import (
+    MAX_SECRET_LENGTH,
+    KeyProblem,
+    NodeKeyRejected,
+    SecretFile,
+    hash_node_key,
+    new_node_key,
+)
+from rmsfleet.collector.ingest import GroupCommitWriter, IngestFailed, IngestOverloaded, IngestStopped, ReportRefused
 from rmsfleet.collector.metrics import CollectorMetrics
 from rmsfleet.collector.paging import BadPageToken, decode_token, encode_token, page_size
 from rmsfleet.collector.reports import IncomingReport, Outcome
@@ -26,6 +34,7 @@ from rmsfleet.collector.store import queries
 from rmsfleet.collector.store.aggregates_sql import compute_aggregates
 from rmsfleet.collector.store.evaluation_sql import load_fleet
 from rmsfleet.collector.store.identity_sql import save_node_key
+from rmsfleet.collector.store.ingest_writes import restart_sequence
 from rmsfleet.collector.watermark import NOT_EVALUATED, EvaluationMark, EvaluationWatermark
 from rmsfleet.contract import wire as convert
 from rmsfleet.contract.facts import MAX_ID_LENGTH, InvalidFacts, Version
@@ -33,6 +42,7 @@ from rmsfleet.v1 import inventory_pb2, inventory_pb2_grpc, query_pb2, query_pb2_
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
+Q = TypeVar("Q")
 
 # An agent's deadline bounds how long it waits; this bounds it when the agent sets none.
 DEFAULT_ACK_WAIT = 30.0
@@ -89,8 +99,9 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
     def Report(
         self, request: inventory_pb2.ReportRequest, context: grpc.ServicerContext
     ) -> inventory_pb2.ReportResponse:
+        received_at = self.clock()
         try:
-            facts, observed_at, sequence, agent_version = convert.report_fields_from_pb(request)
+            facts, observed_at, sequence, agent_version = convert.report_fields_from_pb(request, received_at)
         except InvalidFacts as exc:
             self.metrics.reports.labels(outcome=Outcome.INVALID.value).inc()
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{exc.field}: expected {exc.reason}")
@@ -99,7 +110,7 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
             if not request.node_key:
                 self._refuse_key(context, NodeKeyRejected(facts.host_id, KeyProblem.MISSING))
             key_hash = hash_node_key(request.node_key)
-        report = IncomingReport(facts, observed_at, sequence, agent_version, received_at=self.clock())
+        report = IncomingReport(facts, observed_at, sequence, agent_version, received_at=received_at)
         try:
             future = self.writer.submit(report, key_hash)
         except IngestOverloaded as exc:
@@ -113,6 +124,10 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
             result = future.result(timeout=DEFAULT_ACK_WAIT if remaining is None else max(remaining, 0.0))
         except NodeKeyRejected as exc:
             self._refuse_key(context, exc)
+        except ReportRefused as exc:
+            # This report alone; the others of its batch were committed. Not a database error.
+            self.metrics.reports.labels(outcome=Outcome.REFUSED.value).inc()
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, exc.reason)
         except IngestFailed as exc:
             self.metrics.reports.labels(outcome=Outcome.ERROR.value).inc()
             context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
@@ -141,11 +156,13 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
                 "this collector runs without enrollment (no --enroll-secret-file): send reports without a node key",
             )
         host_id = request.host_id.strip()
-        if not host_id or len(host_id) > MAX_ID_LENGTH or host_id != request.host_id:
-            context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"host_id: expected a non-empty id of at most {MAX_ID_LENGTH} characters without surrounding spaces",
-            )
+        try:
+            convert.check_wire_text("host_id", request.host_id, MAX_ID_LENGTH, required=True)
+            convert.check_wire_text("enroll_secret", request.enroll_secret, MAX_SECRET_LENGTH)
+        except InvalidFacts as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{exc.field}: expected {exc.reason}")
+        if host_id != request.host_id:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "host_id: expected an id without surrounding spaces")
         if not self.secrets.accepts(request.enroll_secret):
             log.warning(
                 "refused the enrollment of host %s from %s: the enrollment secret is not one of those in %s",
@@ -161,12 +178,27 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
         try:
             with self.sessions.begin() as session:
                 save_node_key(session, host_id, hash_node_key(key), self.clock())
+                # The old key stops working with this commit, so the host may start a new
+                # sequence (a new outbox, or one a bad report pushed too far ahead).
+                restart_sequence(session, host_id)
         except SQLAlchemyError as exc:
             self.metrics.database_errors.labels(operation="enroll").inc()
             log.error("enrollment of host %s failed: %s", host_id, str(exc).splitlines()[0])
             context.abort(grpc.StatusCode.UNAVAILABLE, "the database is not available")
-        log.info("enrolled host %s from %s (a new node key replaces any earlier one)", host_id, context.peer())
+        log.info(
+            "enrolled host %s from %s (a new node key replaces any earlier one; the host may start a new sequence)",
+            host_id,
+            context.peer(),
+        )
         return inventory_pb2.EnrollResponse(node_key=key)
+
+
+def within_bounds(context: grpc.ServicerContext, check: Callable[[Q], None], request: Q) -> None:
+    """Run a bounds check (bounds.py) on a request; a field out of bounds is INVALID_ARGUMENT."""
+    try:
+        check(request)
+    except InvalidFacts as exc:
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{exc.field}: expected {exc.reason}")
 
 
 def _stamp(moment: datetime | None) -> Any:
@@ -206,10 +238,9 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         least what it claims), after waiting for evaluation when the request asks to."""
         if not request.HasField("wait_for_evaluation"):
             return _watermark_pb(self.watermark.snapshot())
-        wait = request.wait_for_evaluation
-        asked = wait.timeout.ToTimedelta().total_seconds() if wait.HasField("timeout") else 0.0
-        if asked < 0:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "wait_for_evaluation.timeout: expected a duration >= 0")
+        # bounds.check_evaluation_wait has refused a negative or oversized duration
+        limit = request.wait_for_evaluation.timeout
+        asked = limit.seconds + limit.nanos / 1e9
         timeout = min(asked or DEFAULT_EVALUATION_WAIT, MAX_EVALUATION_WAIT)
         remaining = context.time_remaining()
         if remaining is not None:
@@ -255,6 +286,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
     def ListHosts(
         self, request: query_pb2.ListHostsRequest, context: grpc.ServicerContext
     ) -> query_pb2.ListHostsResponse:
+        within_bounds(context, bounds.check_list_hosts, request)
         limit, after = self._paging(request, context)
         if request.role not in ("", "server", "client"):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "role: expected 'server', 'client' or empty")
@@ -275,11 +307,12 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
 
     @observed("GetHost")
     def GetHost(self, request: query_pb2.GetHostRequest, context: grpc.ServicerContext) -> query_pb2.GetHostResponse:
+        within_bounds(context, bounds.check_get_host, request)
         evaluation = self._evaluation(request, context)
         now, stale_after = self.clock(), self.config.policy.stale_after
         found = self._read(context, lambda session: queries.get_host(session, request.host_id, now, stale_after))
         if found is None:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"host_id: no host {request.host_id!r} has reported")
+            context.abort(grpc.StatusCode.NOT_FOUND, f"host_id: no host {convert.quote(request.host_id)} has reported")
         host, history = found
         return query_pb2.GetHostResponse(
             host=_host_pb(host),
@@ -294,6 +327,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
     def ListViolations(
         self, request: query_pb2.ListViolationsRequest, context: grpc.ServicerContext
     ) -> query_pb2.ListViolationsResponse:
+        within_bounds(context, bounds.check_list_violations, request)
         limit, after = self._paging(request, context, numeric=True)
         if request.state not in ("", "open", "resolved", "all"):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "state: expected 'open', 'resolved' or 'all'")
@@ -330,6 +364,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
     def ListClusters(
         self, request: query_pb2.ListClustersRequest, context: grpc.ServicerContext
     ) -> query_pb2.ListClustersResponse:
+        within_bounds(context, bounds.check_paged, request)
         limit, after = self._paging(request, context)
         now, stale_after = self.clock(), self.config.policy.stale_after
         aggregates = self._read(context, lambda session: compute_aggregates(session, now, stale_after))
@@ -364,6 +399,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
     def ListExemptions(
         self, request: query_pb2.ListExemptionsRequest, context: grpc.ServicerContext
     ) -> query_pb2.ListExemptionsResponse:
+        within_bounds(context, bounds.check_paged, request)
         limit, after = self._paging(request, context, numeric=True)
         rows = self._read(context, lambda session: queries.list_exemptions(session, after, limit))
         response = query_pb2.ListExemptionsResponse(
@@ -386,6 +422,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
 
     @observed("GetPlan")
     def GetPlan(self, request: query_pb2.GetPlanRequest, context: grpc.ServicerContext) -> query_pb2.GetPlanResponse:
+        within_bounds(context, bounds.check_get_plan, request)
         share = request.max_unavailable or self.config.plan_max_unavailable
         if not 0 < share <= 1:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"max_unavailable: expected a share in (0, 1], got {share}")

@@ -4,8 +4,9 @@ only ones; every name mapping of the contract lives in this module."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -88,7 +89,37 @@ def report_request(
 # --- wire to domain (the collector's edge) ----------------------------------------------------
 
 MAX_AGENT_VERSION = 64
+# A node key is 43 characters (enrollment.new_node_key); anything far longer is not one.
+MAX_NODE_KEY = 256
+# The `sequence` column is a signed 64-bit integer; the wire field is uint64.
+MAX_SEQUENCE = 2**63 - 1
+# observed_at: no RMS host read its facts before RMS 1.0 shipped (2003), so an earlier time is a
+# broken clock or a forged report; a time ahead of the collector's clock by more than a day is too
+# (Kerberos already fails past five minutes of skew in an AD forest).
+MIN_OBSERVED_AT = datetime(2000, 1, 1, tzinfo=UTC)
+MAX_CLOCK_AHEAD = timedelta(days=1)
+# How much of a refused value an error message may quote: a reply must not grow with the input.
+QUOTE_LIMIT = 40
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 T = TypeVar("T")
+
+
+def quote(value: str, limit: int = QUOTE_LIMIT) -> str:
+    """`value` for an error message: repr'd, cut to `limit` characters with its length said."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}... ({len(value)} characters)"
+
+
+def check_wire_text(field: str, value: str, max_length: int, *, required: bool = False) -> None:
+    """A free-text wire field: bounded, and without control characters (PostgreSQL refuses NUL
+    in text, and a line break would forge log lines). Raises InvalidFacts naming the field."""
+    if required and not value.strip():
+        raise InvalidFacts(field, "a non-empty string")
+    if len(value) > max_length:
+        raise InvalidFacts(field, f"at most {max_length} characters, got {len(value)}")
+    if _CONTROL.search(value):
+        raise InvalidFacts(field, "no control characters (NUL, line breaks, tabs, ...)")
 
 
 def _enum(table: Mapping[Any, T], value: int, field: str, name: str) -> T:
@@ -128,8 +159,10 @@ def facts_from_pb(message: facts_pb2.HostFacts) -> HostFacts:
     return facts
 
 
-def report_fields_from_pb(request: inventory_pb2.ReportRequest) -> tuple[HostFacts, datetime, int, str]:
-    """Validate a report; InvalidFacts names the field with its `facts.` prefix where it has one."""
+def report_fields_from_pb(request: inventory_pb2.ReportRequest, now: datetime) -> tuple[HostFacts, datetime, int, str]:
+    """Validate a report against every bound of the contract (`now` is the collector's clock, for
+    the bound on observed_at); InvalidFacts names the field, with its `facts.` prefix where it has
+    one. A report that passes fits the database's columns."""
     if not request.HasField("facts"):
         raise InvalidFacts("facts", "the host facts (the field is missing)")
     try:
@@ -138,11 +171,37 @@ def report_fields_from_pb(request: inventory_pb2.ReportRequest) -> tuple[HostFac
         raise InvalidFacts(f"facts.{exc.field}", exc.reason) from None
     if not request.HasField("observed_at"):
         raise InvalidFacts("observed_at", "the time the facts were read (the field is missing)")
-    if request.sequence == 0:
-        raise InvalidFacts("sequence", "a per-host sequence number > 0")
-    if len(request.agent_version) > MAX_AGENT_VERSION:
-        raise InvalidFacts("agent_version", f"at most {MAX_AGENT_VERSION} characters")
-    return facts, timestamp_to_datetime(request.observed_at), request.sequence, request.agent_version
+    observed_at = bounded_time("observed_at", request.observed_at, MIN_OBSERVED_AT, now + MAX_CLOCK_AHEAD)
+    if not 0 < request.sequence <= MAX_SEQUENCE:
+        raise InvalidFacts(
+            "sequence", f"a per-host sequence number > 0 and at most {MAX_SEQUENCE} (2^63-1), got {request.sequence}"
+        )
+    check_wire_text("agent_version", request.agent_version, MAX_AGENT_VERSION)
+    check_wire_text("node_key", request.node_key, MAX_NODE_KEY)
+    return facts, observed_at, request.sequence, request.agent_version
+
+
+def bounded_time(field: str, stamp: Timestamp, earliest: datetime, latest: datetime) -> datetime:
+    """A wire timestamp as an aware datetime, refused (InvalidFacts) outside [earliest, latest]."""
+    moment = checked_timestamp(field, stamp)
+    if not earliest <= moment <= latest:
+        raise InvalidFacts(
+            field, f"a time from {earliest.isoformat()} to {latest.isoformat()}, got {moment.isoformat()}"
+        )
+    return moment
+
+
+def checked_timestamp(field: str, stamp: Timestamp) -> datetime:
+    """A wire timestamp as an aware datetime; InvalidFacts when it is not a valid Timestamp (the
+    range years 1 to 9999 and nanos below one second, which datetime and both databases hold)."""
+    try:
+        return timestamp_to_datetime(stamp)
+    except (ValueError, OverflowError):
+        raise InvalidFacts(
+            field,
+            "a valid timestamp (0001-01-01 to 9999-12-31, nanos from 0 to 999999999), "
+            f"got seconds={stamp.seconds} nanos={stamp.nanos}",
+        ) from None
 
 
 def timestamp_to_datetime(stamp: Timestamp) -> datetime:

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from rmsfleet.collector.domain.model import FactChange, Finding, Fleet, HostRecord
 from rmsfleet.collector.store.models import ExemptionRow, HostHistoryRow, HostRow, ViolationRow
-from rmsfleet.collector.store.rows import FACT_COLUMNS, facts_from_columns, utc
+from rmsfleet.collector.store.rows import FACT_COLUMNS, UnreadableRow, facts_from_columns, utc
 
 # An arbitrary constant both replicas agree on: the key of the evaluation advisory lock.
 EVALUATION_LOCK_KEY = 0x524D53464C454554  # "RMSFLEET"
@@ -27,12 +27,20 @@ def try_evaluation_lock(session: Session) -> bool:
 
 
 def load_fleet(
-    session: Session, host_ids: Iterable[str] | None = None, servers_only: bool = False, with_history: bool = True
+    session: Session,
+    host_ids: Iterable[str] | None = None,
+    servers_only: bool = False,
+    with_history: bool = True,
+    unreadable: list[UnreadableRow] | None = None,
 ) -> Fleet:
     """All hosts (or only `host_ids`, or with `servers_only` only what the cluster rules look at:
     hosts with a server part and RTM clients, D14) with the history the rules need: the fact
     changes of hosts that ever reported an RTM server (D1's upgrade-path rule); other histories
-    are not loaded, nor any history for `servers_only` or without `with_history`."""
+    are not loaded, nor any history for `servers_only` or without `with_history`.
+
+    A row that makes no facts (rows.UnreadableRow) leaves its host out, and is added to
+    `unreadable` when given: one damaged row must not stop every host's evaluation."""
+    skipped: list[UnreadableRow] = [] if unreadable is None else unreadable
     columns = [HostRow.host_id, HostRow.first_seen, HostRow.last_seen, *[getattr(HostRow, c) for c in FACT_COLUMNS]]
     statement = select(*columns)
     wanted = None if host_ids is None else sorted(set(host_ids))
@@ -40,12 +48,14 @@ def load_fleet(
         statement = statement.where(HostRow.host_id.in_(wanted))
     if servers_only:
         statement = statement.where(or_(HostRow.server_version.is_not(None), HostRow.client_version == "RTM"))
-    hosts = [
-        HostRecord(
-            facts=facts_from_columns(row.host_id, row), first_seen=utc(row.first_seen), last_seen=utc(row.last_seen)
-        )
-        for row in session.execute(statement)
-    ]
+    hosts = []
+    for row in session.execute(statement):
+        try:
+            facts = facts_from_columns(row.host_id, row)
+        except UnreadableRow as problem:
+            skipped.append(problem)
+            continue
+        hosts.append(HostRecord(facts=facts, first_seen=utc(row.first_seen), last_seen=utc(row.last_seen)))
     if servers_only or not with_history:
         return Fleet(hosts=hosts)
     history_columns = [
@@ -62,11 +72,21 @@ def load_fleet(
         .order_by(HostHistoryRow.host_id, HostHistoryRow.changed_at, HostHistoryRow.sequence)
     )
     history: dict[str, list[FactChange]] = defaultdict(list)
+    left_out = {problem.host_id for problem in skipped}
     for row in session.execute(history_statement):
-        history[row.host_id].append(
-            FactChange(host_id=row.host_id, changed_at=utc(row.changed_at), facts=facts_from_columns(row.host_id, row))
-        )
-    return Fleet(hosts=hosts, history=dict(history))
+        if row.host_id in left_out:
+            continue
+        try:
+            facts = facts_from_columns(row.host_id, row)
+        except UnreadableRow as problem:
+            # A host whose history is damaged is left out whole: D1's rule reads the history.
+            skipped.append(problem)
+            left_out.add(row.host_id)
+            continue
+        history[row.host_id].append(FactChange(host_id=row.host_id, changed_at=utc(row.changed_at), facts=facts))
+    if left_out:
+        hosts = [h for h in hosts if h.facts.host_id not in left_out]
+    return Fleet(hosts=hosts, history={h: c for h, c in history.items() if h not in left_out})
 
 
 @dataclass(frozen=True, slots=True)

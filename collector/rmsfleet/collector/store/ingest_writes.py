@@ -4,9 +4,11 @@ never a round trip per report."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, select
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from rmsfleet.collector.reports import AppliedReport, IncomingReport, Outcome
@@ -37,9 +39,48 @@ _UPDATE_FACTS = (
 )
 
 
+# How far beyond a host's last applied sequence (or, for a host new to this collector or one
+# whose agent started a new outbox, beyond the collector's clock in microseconds) a report's
+# sequence may jump. The agent's sequences start at its clock in microseconds when an outbox is
+# created and then advance by one per report (agent/outbox.py), so an honest agent stays below
+# max(last, now in microseconds) plus the reports it made; 2^40 microseconds (12.7 days) leaves
+# room for an agent clock that far ahead. Without a ceiling one report at 2^63-1 would make
+# every later report of the host a "duplicate" for good (docs/limits.md).
+MAX_SEQUENCE_STEP = 2**40
+
+
+@dataclass(frozen=True, slots=True)
+class SequenceRefused(AppliedReport):
+    """A report whose sequence is beyond the host's ceiling: refused (outcome REFUSED), nothing
+    of it written."""
+
+    ceiling: int = 0
+
+    @property
+    def message(self) -> str:
+        return (
+            f"sequence: expected at most {self.ceiling} for this host (its last applied sequence, or the "
+            f"collector's clock in microseconds, plus 2^40), got {self.sequence}"
+        )
+
+
+def sequence_ceiling(last_sequence: int | None, received_at: datetime) -> int:
+    """The largest sequence a report may carry (see MAX_SEQUENCE_STEP)."""
+    clock_micros = int(received_at.timestamp() * 1_000_000)
+    return max(last_sequence or 0, clock_micros) + MAX_SEQUENCE_STEP
+
+
+def restart_sequence(session: Session, host_id: str) -> None:
+    """Forget the host's last applied sequence, so its next report applies whatever its sequence
+    (still under the ceiling). Called when a host enrolls again: its old node key stops working
+    at once, so no report of the old sequence can arrive after this."""
+    session.execute(update(_HOSTS).where(_HOSTS.c.host_id == host_id).values(last_sequence=0))
+
+
 def apply_reports(session: Session, reports: Sequence[IncomingReport]) -> list[AppliedReport]:
     """Upsert hosts, append history only where facts changed, skip reports already applied
-    (same host, sequence not newer). The caller owns the transaction. Results are in input order."""
+    (same host, sequence not newer), refuse a sequence beyond the host's ceiling. The caller owns
+    the transaction. Results are in input order."""
     host_ids = sorted({report.facts.host_id for report in reports})
     current: dict[str, dict[str, Any]] = {}
     for start in range(0, len(host_ids), _SELECT_CHUNK):
@@ -64,17 +105,20 @@ def apply_reports(session: Session, reports: Sequence[IncomingReport]) -> list[A
     updates: dict[str, dict[str, Any]] = {}
     facts_changed: set[str] = set()
     history: list[dict[str, Any]] = []
-    results: list[AppliedReport] = []
     # Within a batch a host's reports are applied in sequence order, whatever order they arrived in.
     ordered = sorted(enumerate(reports), key=lambda item: (item[1].facts.host_id, item[1].sequence))
     by_index: dict[int, AppliedReport] = {}
     for index, report in ordered:
         host_id = report.facts.host_id
-        columns = facts_to_columns(report.facts)
         known = current.get(host_id)
         if known is not None and report.sequence <= known["last_sequence"]:
             by_index[index] = AppliedReport(host_id, report.sequence, Outcome.DUPLICATE, facts_changed=False)
             continue
+        ceiling = sequence_ceiling(None if known is None else known["last_sequence"], report.received_at)
+        if report.sequence > ceiling:
+            by_index[index] = SequenceRefused(host_id, report.sequence, Outcome.REFUSED, False, ceiling=ceiling)
+            continue
+        columns = facts_to_columns(report.facts)
         changed = known is None or any(known[c] != columns[c] for c in FACT_COLUMNS)
         # Cluster and forest rules look only at servers and RTM clients (D14): tell the evaluator
         # whether this report can have changed what they see (such a part now, or one before).
@@ -125,8 +169,7 @@ def apply_reports(session: Session, reports: Sequence[IncomingReport]) -> list[A
         session.execute(_UPDATE_FACTS, changes)
     if history:
         session.execute(_INSERT_HISTORY, history)
-    results.extend(by_index[index] for index in range(len(reports)))
-    return results
+    return [by_index[index] for index in range(len(reports))]
 
 
 def _seen_by_cluster_rules(columns: Mapping[str, Any]) -> bool:
