@@ -165,7 +165,7 @@ def test_one_database_url_for_every_command(tmp_path: Path) -> None:
         (["violations", "--bogus"], "unrecognized arguments: --bogus"),
         (["hosts", "--version", "SP3"], "invalid choice: 'SP3'"),
         (["violations", "--timeout", "0"], "--timeout: expected seconds > 0"),
-        (["clusters", "--wait-for-evaluation"], "clusters: --wait-for-evaluation does not apply here"),
+        (["clusters", "--wait-for-evaluation"], "unrecognized arguments: --wait-for-evaluation"),
         (
             ["hosts", "revoke", "ws1", "--db", "sqlite:///x.db", "--wait-for-evaluation"],
             "hosts revoke: --wait-for-evaluation does not apply here; it takes --db",
