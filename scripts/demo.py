@@ -1,6 +1,7 @@
 """The demo: `python3 scripts/demo.py`. Sets itself up, starts a collector on SQLite, has real
 agents report the sample fleet in examples/fleet/ (32 hosts, two forests, root and licensing
-clusters), prints the violations and clusters, and keeps serving until Ctrl-C."""
+clusters), prints the violations and clusters, shows where the alerts go (Prometheus and
+Alertmanager, when installed), and keeps serving until Ctrl-C."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ import socket  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+
+import demo_alerts  # noqa: E402
 
 BIN = Path(sys.executable).parent
 FLEET = ROOT / "examples" / "fleet"
@@ -54,20 +57,6 @@ def wait_until_serving(address: str, collector: subprocess.Popen[bytes], log: Pa
     raise SystemExit(f"the collector did not start within 30 s; its log:\n{log.read_text()}")
 
 
-def wait_for_evaluation(metrics_address: str, after: float, timeout: float = 20) -> None:
-    """Until an evaluation pass has finished after `after` (the evaluator debounces bursts)."""
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with urllib.request.urlopen(f"http://{metrics_address}/metrics", timeout=5) as response:
-            for line in response.read().decode().splitlines():
-                name, _, value = line.partition(" ")
-                if name == "rmsfleet_evaluation_last_success_timestamp_seconds" and float(value) >= after:
-                    return
-        time.sleep(0.2)
-
-
 def report(address: str, facts: Path) -> tuple[Path, int, str]:
     done = subprocess.run(
         [
@@ -90,14 +79,17 @@ def report(address: str, facts: Path) -> tuple[Path, int, str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--no-wait", action="store_true", help="stop after printing (for scripts and tests)")
+    parser.add_argument("--state-dir", type=Path, default=STATE, help=f"database and logs (default {STATE})")
     args = parser.parse_args()
-    STATE.mkdir(exist_ok=True)
-    db = STATE / "demo.db"
-    for leftover in STATE.glob("demo.db*"):
+    state: Path = args.state_dir
+    state.mkdir(parents=True, exist_ok=True)
+    db = state / "demo.db"
+    for leftover in state.glob("demo.db*"):
         leftover.unlink()
     grpc_address = f"127.0.0.1:{free_port(50051)}"
     metrics_address = f"127.0.0.1:{free_port(9464)}"
-    log = STATE / "demo-collector.log"
+    log = state / "demo-collector.log"
+    alerts: demo_alerts.AlertStack | None = None
     with log.open("wb") as log_file:
         collector = subprocess.Popen(
             [
@@ -127,10 +119,10 @@ def main() -> int:
         )
         for facts, err in failed:
             print(f"  {facts.name}: {err}")
-        wait_for_evaluation(metrics_address, after=time.time())
         cli = [str(BIN / "rmsfleet-collector")]
         for title, command in (
-            ("Open violations", ["violations"]),
+            # every agent was acknowledged: wait until evaluation has covered all their reports
+            ("Open violations", ["violations", "--wait-for-evaluation"]),
             ("Clusters and what they can do (D9-D12)", ["clusters"]),
             ("Upgrade plan to SP2 (D1, D2, D4-D7)", ["plan"]),
         ):
@@ -142,9 +134,13 @@ def main() -> int:
             f"            {BIN / 'rmsfleet-collector'} violations --json --collector {grpc_address}\n"
             f"Collector log: {log}"
         )
+        print("\n== Alerts: where to look ==")
+        alerts = demo_alerts.start(state / "monitoring", metrics_address, free_port)
+        if alerts is not None:
+            alerts.show()
         if args.no_wait:
             return 0
-        print("Serving until Ctrl-C ...")
+        print("Serving until Ctrl-C" + (" (new notifications print as they arrive)" if alerts else "") + " ...")
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         while collector.poll() is None:
             time.sleep(1)
@@ -153,6 +149,8 @@ def main() -> int:
     except KeyboardInterrupt:
         return 0
     finally:
+        if alerts is not None:
+            alerts.stop()
         collector.terminate()
         collector.wait(30)
 

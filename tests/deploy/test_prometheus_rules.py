@@ -22,6 +22,7 @@ from .catalogue import (
     DEPLOY_MD,
     PROMETHEUS,
     RECORDING_RULES,
+    REPO,
     expression_problems,
     load_catalogue,
     load_rules,
@@ -191,6 +192,42 @@ def test_every_alert_is_labelled_and_explained() -> None:
         assert name in headings, f"docs/deploy.md has no heading `{name}` for the alert's runbook link"
 
 
+def github_anchors(markdown: str) -> set[str]:
+    """The anchors GitHub gives a Markdown file's headings: lower case, punctuation other than
+    `-` and `_` dropped, spaces to `-`, a repeated anchor suffixed -1, -2, ..."""
+    anchors: set[str] = set()
+    in_code = False
+    for line in markdown.splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        if in_code or not re.match(r"#{1,6} ", line):
+            continue
+        slug = re.sub(r"[^\w\- ]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+        candidate, n = slug, 0
+        while candidate in anchors:
+            n += 1
+            candidate = f"{slug}-{n}"
+        anchors.add(candidate)
+    return anchors
+
+
+def test_every_runbook_link_resolves_to_a_heading() -> None:
+    """The `runbook` annotation (shown in every notification) is a path in the repository and
+    an anchor that a heading of that file really has, so the link lands on its explanation."""
+    for alert in alerts():
+        path, _, anchor = alert["annotations"]["runbook"].partition("#")
+        target = REPO / path
+        assert target.is_file(), f"{alert['alert']}: {path} does not exist"
+        assert anchor in github_anchors(target.read_text(encoding="utf-8")), (
+            f"{alert['alert']}: {path} has no heading with the anchor #{anchor}"
+        )
+
+
+def test_anchor_reading_follows_github() -> None:
+    anchors = github_anchors("# Deploying rmsfleet\n## Alertmanager\n```\n# not a heading\n```\n## Alertmanager\n")
+    assert anchors == {"deploying-rmsfleet", "alertmanager", "alertmanager-1"}
+
+
 def test_collector_health_alerts_exist() -> None:
     names = {alert["alert"] for alert in alerts()}
     expected = {
@@ -264,6 +301,7 @@ def test_fleet_gauges_are_aggregated_with_max() -> None:
         "rmsfleet_policy_violations",
         "rmsfleet_policy_violations_by_severity",
         "rmsfleet_policy_violation_oldest_age_seconds",
+        "rmsfleet_policy_violations_by_forest",
         "rmsfleet_stale_agents",
         "rmsfleet_fleet_hosts",
     ]

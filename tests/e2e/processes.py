@@ -67,18 +67,6 @@ class Collector:
         with urllib.request.urlopen(self.metrics_url, timeout=10) as response:
             return str(response.read().decode("utf-8"))
 
-    def wait_for_evaluation(self, after: float, timeout: float = 20) -> float:
-        """Wait for an evaluation pass that started at or after `after` (a time.time()) and
-        succeeded: its view of the database includes everything committed before `after`.
-        Returns the pass's time (rmsfleet_evaluation_last_success_timestamp_seconds)."""
-
-        def passed() -> float | None:
-            stamp = metric_value(self.metrics(), "rmsfleet_evaluation_last_success_timestamp_seconds")
-            return stamp if stamp is not None and stamp >= after else None
-
-        stamp: float = wait_for(passed, timeout=timeout, interval=0.1, what=f"an evaluation pass after {after}")
-        return stamp
-
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         if self.process.poll() is None:
             self.process.send_signal(sig)

@@ -165,6 +165,13 @@ def test_one_database_url_for_every_command(tmp_path: Path) -> None:
         (["violations", "--bogus"], "unrecognized arguments: --bogus"),
         (["hosts", "--version", "SP3"], "invalid choice: 'SP3'"),
         (["violations", "--timeout", "0"], "--timeout: expected seconds > 0"),
+        (["clusters", "--wait-for-evaluation"], "unrecognized arguments: --wait-for-evaluation"),
+        (
+            ["hosts", "revoke", "ws1", "--db", "sqlite:///x.db", "--wait-for-evaluation"],
+            "hosts revoke: --wait-for-evaluation does not apply here; it takes --db",
+        ),
+        (["violations", "--wait-timeout", "5"], "violations: --wait-timeout applies only with --wait-for-evaluation"),
+        (["violations", "--wait-for-evaluation", "--wait-timeout", "0"], "--wait-timeout: expected seconds > 0"),
         (["violations", "--since", "yesterday"], "--since: expected an ISO 8601 time"),
         (["hosts", "--collector", "collector.example"], "--collector: expected HOST:PORT"),
         ([*ADD, "--db", "sqlite:///x.db", "--expires", "2001-01-01"], "--expires: expected a time in the future"),

@@ -5,7 +5,6 @@ and resolved."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +45,12 @@ def host(
 
 
 class Fleet:
-    """Facts files in a folder; `report` runs one real agent per changed host."""
+    """Facts files in a folder; `report` runs one real agent per changed host.
+
+    Every violations query waits until evaluation has covered the reports committed before it,
+    so after `report` the first answer is current. wait_open and wait_resolved poll only for what
+    no report causes: the clock (grace period, stale window) and exemptions written to the
+    database."""
 
     def __init__(self, collector: Collector, folder: Path) -> None:
         self.collector = collector
@@ -57,7 +61,9 @@ class Fleet:
         report_facts(self.collector, *files)
 
     def open(self, policy: str) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self.collector.cli_json("violations", "--policy", policy)
+        result: list[dict[str, Any]] = self.collector.cli_json(
+            "violations", "--policy", policy, "--wait-for-evaluation"
+        )
         return result
 
     def wait_open(self, policy: str, subject: str, severity: str | None = None) -> dict[str, Any]:
@@ -72,7 +78,9 @@ class Fleet:
 
     def wait_resolved(self, policy: str, subject: str) -> dict[str, Any]:
         def found() -> dict[str, Any] | None:
-            resolved = self.collector.cli_json("violations", "--policy", policy, "--state", "resolved")
+            resolved = self.collector.cli_json(
+                "violations", "--policy", policy, "--state", "resolved", "--wait-for-evaluation"
+            )
             return next((v for v in resolved if v["subject"] == subject), None)
 
         result: dict[str, Any] = wait_for(found, what=f"{policy} resolved for {subject}")
@@ -146,8 +154,6 @@ def test_mixed_versions_in_forest_only_within_one_forest(fleet: Fleet) -> None:
         host("a1", server="SP1", cluster="https://rms.a.example", forest="a.example"),
         host("b1", server="SP2", cluster="https://rms.b.example", forest="b.example"),
     )
-    # The reports are committed (acknowledged); a pass that starts now sees both forests.
-    fleet.collector.wait_for_evaluation(after=time.time())
     assert fleet.open("mixed-versions-in-forest") == []
     fleet.report(
         host("a2", server="SP2", cluster="https://lic.a.example", root="https://rms.a.example", forest="a.example")

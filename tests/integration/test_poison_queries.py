@@ -12,6 +12,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 from live_collector import QUERY, SERVING, live_collector, now_micros, report
 
@@ -37,6 +38,26 @@ BAD_QUERIES: list[tuple[str, Any, str, str]] = [
     ("ListClusters", query_pb2.ListClustersRequest(page_token="x" * 20_000), "page_token", "at most"),
     ("ListExemptions", query_pb2.ListExemptionsRequest(page_token=NUL_TOKEN), "page_token", "previous response"),
     ("GetPlan", query_pb2.GetPlanRequest(forest="corp\x00"), "forest", "control characters"),
+    (
+        "ListViolations",
+        query_pb2.ListViolationsRequest(wait_for_evaluation=query_pb2.EvaluationWait(timeout=Duration(seconds=-1))),
+        "wait_for_evaluation.timeout",
+        "from 0 to 86400 s",
+    ),
+    (
+        "ListHosts",
+        query_pb2.ListHostsRequest(wait_for_evaluation=query_pb2.EvaluationWait(timeout=Duration(seconds=2**62))),
+        "wait_for_evaluation.timeout",
+        "from 0 to 86400 s",
+    ),
+    (
+        "GetHost",
+        query_pb2.GetHostRequest(
+            host_id="ws-1", wait_for_evaluation=query_pb2.EvaluationWait(timeout=Duration(seconds=1, nanos=-5))
+        ),
+        "wait_for_evaluation.timeout",
+        "nanos=-5",
+    ),
 ]
 
 

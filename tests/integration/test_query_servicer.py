@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import CollectorRegistry
 from sqlalchemy import create_engine
@@ -30,6 +31,7 @@ from rmsfleet.collector.store import queries
 from rmsfleet.collector.store.database import create_db_engine, upgrade_to_head
 from rmsfleet.collector.store.evaluation_sql import write_violations
 from rmsfleet.collector.store.ingest_writes import apply_reports
+from rmsfleet.collector.watermark import NOT_EVALUATED, EvaluationWatermark
 from rmsfleet.contract.facts import Activation, ClientFacts, ClusterKind, Enrollment, HostFacts, ServerFacts, Version
 from rmsfleet.v1 import facts_pb2, query_pb2, query_pb2_grpc
 
@@ -67,6 +69,7 @@ class Query:
     stub: query_pb2_grpc.QueryServiceStub
     registry: CollectorRegistry
     sessions: sessionmaker[Session]
+    watermark: EvaluationWatermark
 
     def errors(self) -> float:
         return self.registry.get_sample_value("rmsfleet_database_errors_total", {"operation": "query"}) or 0.0
@@ -76,14 +79,15 @@ def serve(sessions: sessionmaker[Session]) -> Iterator[Query]:
     registry = CollectorRegistry()
     metrics = CollectorMetrics(registry, "test")
     grpc_server = grpc.server(ThreadPoolExecutor(max_workers=4))
+    watermark = EvaluationWatermark(lambda: NOW)
     query_pb2_grpc.add_QueryServiceServicer_to_server(
-        QueryServicer(sessions, ServeConfig(), metrics, lambda: NOW), grpc_server
+        QueryServicer(sessions, ServeConfig(), metrics, lambda: NOW, watermark), grpc_server
     )
     port = grpc_server.add_insecure_port("127.0.0.1:0")
     grpc_server.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     try:
-        yield Query(query_pb2_grpc.QueryServiceStub(channel), registry, sessions)
+        yield Query(query_pb2_grpc.QueryServiceStub(channel), registry, sessions, watermark)
     finally:
         channel.close()
         grpc_server.stop(None).wait()
@@ -150,6 +154,36 @@ def test_answers_carry_what_the_contract_says(query: Query) -> None:
     assert {(s["from"], s["to"]) for w in plan["waves"] for s in w["steps"]} >= {("SP1", "SP2"), ("RTM", "SP2")}
 
 
+def test_hosts_and_violations_answers_say_how_far_evaluation_got(query: Query) -> None:
+    query.watermark.committed(3)
+    query.watermark.covered(2, NOW)
+    answers: list[query_pb2.ListHostsResponse | query_pb2.GetHostResponse | query_pb2.ListViolationsResponse] = [
+        query.stub.ListHosts(query_pb2.ListHostsRequest(page_size=2)),
+        query.stub.GetHost(query_pb2.GetHostRequest(host_id="s1")),
+        query.stub.ListViolations(query_pb2.ListViolationsRequest()),
+    ]
+    for answer in answers:
+        assert qv.evaluation_dict(answer.evaluation) == {
+            "collector_id": query.watermark.collector_id,
+            "reports_committed": 3,
+            "reports_evaluated": 2,
+            "evaluated_at": "2026-11-01T12:00:00Z",
+            "oldest_pending_at": "2026-11-01T12:00:00Z",
+        }
+
+
+def test_a_wait_for_evaluation_that_runs_out_says_how_far_it_got(query: Query) -> None:
+    query.watermark.committed(1)  # and no evaluator to cover it
+    wait = query_pb2.EvaluationWait(timeout=Duration(nanos=200_000_000))
+    with pytest.raises(grpc.RpcError) as refused:
+        query.stub.ListViolations(query_pb2.ListViolationsRequest(wait_for_evaluation=wait), timeout=30)
+    assert refused.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert (refused.value.details() or "").startswith(f"{NOT_EVALUATED} within 0.2 s: 0 of 1 reports evaluated")
+    query.watermark.covered(1, NOW)
+    answered = query.stub.ListViolations(query_pb2.ListViolationsRequest(wait_for_evaluation=wait), timeout=30)
+    assert answered.evaluation.reports_evaluated == 1 and len(answered.violations) == 3
+
+
 def test_an_unknown_host_is_not_found_naming_it(query: Query) -> None:
     with pytest.raises(grpc.RpcError) as refused:
         query.stub.GetHost(query_pb2.GetHostRequest(host_id="nobody"))
@@ -189,6 +223,12 @@ BAD_REQUESTS: list[tuple[str, str, Any, str]] = [
     ("GetPlan", "share", query_pb2.GetPlanRequest(max_unavailable=1.5), "max_unavailable: expected a share in (0, 1]"),
     ("GetPlan", "NaN", query_pb2.GetPlanRequest(max_unavailable=math.nan), "max_unavailable: expected a share"),
     ("GetPlan", "forest NUL", query_pb2.GetPlanRequest(forest="\x00"), "forest: expected no control"),
+    (
+        "ListViolations",
+        "wait nanos",
+        query_pb2.ListViolationsRequest(wait_for_evaluation=query_pb2.EvaluationWait(timeout=Duration(nanos=-1))),
+        "wait_for_evaluation.timeout: expected a duration from 0 to 86400 s",
+    ),
 ]
 
 

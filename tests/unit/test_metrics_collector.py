@@ -32,6 +32,7 @@ def aggregates(hosts: int, clients_sp2: int = 0) -> FleetAggregates:
         cluster_clients=[ClusterClientCount("https://rms", "SP2", clients_sp2)],
         violations_by_policy_severity={("mixed-version-cluster", "warning"): 1, ("retired-policy", "critical"): 2},
         oldest_violation_by_policy={"mixed-version-cluster": NOW - timedelta(hours=2)},
+        violations_by_policy_severity_forest={("mixed-version-cluster", "warning", "corp"): 1},
     )
 
 
@@ -98,6 +99,9 @@ def test_violations_every_known_policy_always_and_ages_from_the_clock() -> None:
     assert value(samples, "rmsfleet_policy_violations", policy="retired-policy") == 2
     assert value(samples, "rmsfleet_policy_violation_oldest_age_seconds", policy="mixed-version-cluster") == 7200
     assert value(samples, "rmsfleet_policy_violation_oldest_age_seconds", policy="stale-agent") == 0
+    # Per forest only where violations are open: a forest is known from its subjects.
+    by_forest = {labels: n for (name, labels), n in samples.items() if name == "rmsfleet_policy_violations_by_forest"}
+    assert by_forest == {(("forest", "corp"), ("policy", "mixed-version-cluster"), ("severity", "warning")): 1}
 
 
 def test_before_the_first_evaluation_there_is_no_fleet_state_rather_than_zeros() -> None:

@@ -207,3 +207,20 @@ def test_plan_text_lists_waves_checklists_and_unplanned_hosts() -> None:
     assert "Not planned:\n  s9\\x1b (server UNKNOWN): unknown version\n" in text
     assert "\x1b" not in text
     assert "(nothing to upgrade" in render.plan_text({"waves": [], "unplanned": []})
+
+
+def test_the_evaluation_line_says_how_far_evaluation_got() -> None:
+    mark: dict[str, Any] = {
+        "collector_id": "c0ffee",
+        "reports_committed": 32,
+        "reports_evaluated": 32,
+        "evaluated_at": "2026-11-01T12:00:03Z",
+        "oldest_pending_at": None,
+    }
+    assert render.evaluation_line(mark) == (
+        "evaluated: 32 of the 32 reports this collector committed (up to date); "
+        "last evaluation pass 2026-11-01T12:00:03Z\n"
+    )
+    behind = render.evaluation_line({**mark, "reports_committed": 33, "evaluated_at": None})
+    assert "(1 not yet; --wait-for-evaluation waits for them)" in behind
+    assert behind.endswith("last evaluation pass none yet\n")

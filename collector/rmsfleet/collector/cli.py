@@ -11,32 +11,37 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import NoReturn, TextIO
+from typing import Any, NoReturn, TextIO
 
 import grpc
 
 from rmsfleet.collector import render
 from rmsfleet.collector.config import ConfigError, add_serve_arguments, database_url, serve_config
-from rmsfleet.collector.query_client import ChannelError, ChannelOptions, QueryClient, open_channel
+from rmsfleet.collector.query_client import ChannelError, ChannelOptions, Evaluated, QueryClient, open_channel
 from rmsfleet.collector.query_convert import VERSION_CHOICES, UnreadableAnswer
+from rmsfleet.collector.watermark import NOT_EVALUATED
 
 DEFAULT_COLLECTOR = "127.0.0.1:50051"
 DEFAULT_TIMEOUT = 10.0
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
+EXIT_NOT_EVALUATED = 4
+DEFAULT_WAIT_TIMEOUT = 30.0
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 # The options every query command takes; they say how to reach the collector and what to print.
 QUERY = frozenset({"collector", "json", "timeout", "tls_ca", "tls_cert", "tls_key", "insecure"})
+# The commands whose answers carry the evaluation watermark can first wait for it.
+EVALUATED = frozenset({"wait_for_evaluation", "wait_timeout"})
 # (command, action) -> the options it takes. Any other option given is refused.
 ACCEPTS: dict[tuple[str, str | None], frozenset[str]] = {
-    ("hosts", "list"): QUERY | {"role", "version", "cluster", "forest", "stale"},
-    ("hosts", "show"): QUERY,
+    ("hosts", "list"): QUERY | EVALUATED | {"role", "version", "cluster", "forest", "stale"},
+    ("hosts", "show"): QUERY | EVALUATED,
     ("hosts", "revoke"): frozenset({"db"}),
-    ("violations", None): QUERY | {"policy", "severity", "state", "since"},
+    ("violations", None): QUERY | EVALUATED | {"policy", "severity", "state", "since"},
     ("clusters", None): QUERY,
     ("exemptions", "list"): QUERY,
     ("exemptions", "add"): frozenset({"db", "policy", "subject_kind", "subject", "reason", "expires"}),
@@ -90,7 +95,22 @@ def build_parser() -> argparse.ArgumentParser:
         )
         return sub
 
+    def evaluation_wait(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--wait-for-evaluation",
+            action="store_true",
+            default=None,
+            help="first wait until evaluation has covered every report the collector committed before this call",
+        )
+        sub.add_argument(
+            "--wait-timeout",
+            type=float,
+            help=f"with --wait-for-evaluation: seconds to wait at most (default {DEFAULT_WAIT_TIMEOUT:g}); "
+            f"then exit {EXIT_NOT_EVALUATED} saying how far evaluation got",
+        )
+
     hosts = query_command("hosts", "list hosts, show one host with its history, or revoke a host's node key")
+    evaluation_wait(hosts)
     hosts.add_argument("action", nargs="?", choices=["list", "show", "revoke"], default="list")
     hosts.add_argument("host_id", nargs="?", help="with `show` and `revoke`: the host")
     hosts.add_argument("--db", help="with revoke: the database URL (RMSFLEET_DB); the revocation is written there")
@@ -101,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     hosts.add_argument("--stale", action="store_true", default=None, help="only hosts that stopped reporting")
 
     violations = query_command("violations", "list policy violations (open by default)")
+    evaluation_wait(violations)
     violations.add_argument("--policy")
     violations.add_argument("--severity", choices=["warning", "critical"])
     violations.add_argument("--state", choices=["open", "resolved", "all"], help="default: open")
@@ -168,6 +189,8 @@ def check_options(args: argparse.Namespace, key: tuple[str, str | None]) -> None
         raise CliError(
             f"{name}: {flags} {'does' if len(given) == 1 else 'do'} not apply here; it takes {takes}", EXIT_USAGE
         )
+    if getattr(args, "wait_timeout", None) is not None and not args.wait_for_evaluation:
+        raise CliError(f"{name}: --wait-timeout applies only with --wait-for-evaluation", EXIT_USAGE)
     host_id = getattr(args, "host_id", None)
     if host_id is not None and key not in (("hosts", "show"), ("hosts", "revoke")):
         raise CliError(f"{name}: takes no HOST_ID (to see one host: hosts show HOST_ID)", EXIT_USAGE)
@@ -262,43 +285,68 @@ def run_query(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> 
         raise CliError(str(exc), EXIT_USAGE) from None
     with channel:
         try:
-            out.write(answer(QueryClient(channel, timeout), args))
+            text, note = answer(QueryClient(channel, timeout), args)
         except grpc.RpcError as exc:
             code = exc.code() if hasattr(exc, "code") else None
             details = exc.details() if hasattr(exc, "details") else str(exc)
+            if code is grpc.StatusCode.DEADLINE_EXCEEDED and (details or "").startswith(NOT_EVALUATED):
+                raise CliError(f"the collector at {address}: {details}", EXIT_NOT_EVALUATED) from None
             if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 raise CliError(f"cannot reach the collector at {address}: {details}", EXIT_UNAVAILABLE) from None
             name = code.name if code is not None else "error"
             raise CliError(f"the collector at {address} answered {name}: {details}") from None
         except UnreadableAnswer as exc:
             raise CliError(f"{exc} (are the CLI and the collector the same release?)") from None
+    out.write(text)
+    sys.stderr.write(note)
     return 0
 
 
-def answer(client: QueryClient, args: argparse.Namespace) -> str:
-    """Ask the collector what the command asks and render it (a table, or JSON with --json)."""
+def _wait(args: argparse.Namespace) -> float | None:
+    """With --wait-for-evaluation, the seconds the collector may wait for evaluation."""
+    if not getattr(args, "wait_for_evaluation", None):
+        return None
+    seconds = DEFAULT_WAIT_TIMEOUT if args.wait_timeout is None else args.wait_timeout
+    if not seconds > 0:
+        raise CliError(f"--wait-timeout: expected seconds > 0, got {seconds:g}", EXIT_USAGE)
+    return float(seconds)
+
+
+def _evaluated(found: Evaluated[Any], as_json: bool, table: Callable[[Any], str]) -> tuple[str, str]:
+    """The answer, and how far evaluation had got: under the table, or on stderr with --json so
+    stdout stays the documented JSON."""
+    line = render.evaluation_line(found.evaluation)
+    if as_json:
+        return render.as_json(found.answer), line
+    return table(found.answer) + line, ""
+
+
+def answer(client: QueryClient, args: argparse.Namespace) -> tuple[str, str]:
+    """Ask the collector what the command asks and render it (a table, or JSON with --json):
+    (what goes to stdout, what goes to stderr)."""
     as_json = bool(args.json)
     if args.command == "hosts":
+        wait = _wait(args)
         if args.action == "show":
             if not args.host_id:
                 raise CliError("hosts show: name the host (rmsfleet-collector hosts show HOST_ID)", EXIT_USAGE)
-            detail = client.host(args.host_id)
-            return render.as_json(detail) if as_json else render.host_detail_table(detail)
-        hosts = client.hosts(args.role, args.version, args.cluster, args.forest, bool(args.stale))
-        return render.as_json(hosts) if as_json else render.hosts_table(hosts)
+            return _evaluated(client.host(args.host_id, wait), as_json, render.host_detail_table)
+        hosts = client.hosts(args.role, args.version, args.cluster, args.forest, bool(args.stale), wait)
+        return _evaluated(hosts, as_json, render.hosts_table)
     if args.command == "violations":
+        wait = _wait(args)
         since = _time("violations: --since", args.since) if args.since else None
         state = args.state or "open"
-        items = client.violations(args.policy, args.severity, state, since)
-        return render.as_json(items) if as_json else render.violations_table(items, with_resolved=state != "open")
+        items = client.violations(args.policy, args.severity, state, since, wait)
+        return _evaluated(items, as_json, lambda found: render.violations_table(found, with_resolved=state != "open"))
     if args.command == "clusters":
         clusters = client.clusters()
-        return render.as_json(clusters) if as_json else render.clusters_table(clusters)
+        return (render.as_json(clusters) if as_json else render.clusters_table(clusters)), ""
     if args.command == "exemptions":
         exemptions = client.exemptions()
-        return render.as_json(exemptions) if as_json else render.exemptions_table(exemptions)
+        return (render.as_json(exemptions) if as_json else render.exemptions_table(exemptions)), ""
     plan = client.plan(args.max_unavailable, args.forest)
-    return render.as_json(plan) if as_json else render.plan_text(plan)
+    return (render.as_json(plan) if as_json else render.plan_text(plan)), ""
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from rmsfleet.collector.store.evaluation_sql import (
     write_violations,
 )
 from rmsfleet.collector.store.rows import UnreadableRow, utc
+from rmsfleet.collector.watermark import EvaluationWatermark
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,12 @@ class Evaluator:
     """Evaluates what each committed batch changed as it arrives (incremental: the changed hosts
     for host rules, all servers for cluster and forest rules), plus a periodic full pass for the
     time-based rules and as a backstop. Only the replica holding the PostgreSQL advisory lock
-    writes violations; every replica refreshes its aggregates."""
+    writes violations; every replica refreshes its aggregates.
+
+    `watermark` counts the committed reports and how many of them a pass has covered: a pass
+    covers the batches whose hosts it took, and a batch that changed nothing a rule reads is
+    covered as soon as no earlier batch is waiting. A pass that could not run (another replica
+    held the lock, the database failed, an unexpected error) gives its hosts back for the next."""
 
     def __init__(
         self,
@@ -101,6 +107,7 @@ class Evaluator:
         full_pass_interval: float = 60.0,
         debounce: float = 1.0,
         stall_after: float = DEFAULT_STALL_AFTER,
+        watermark: EvaluationWatermark | None = None,
     ) -> None:
         self._sessions = sessions
         self._config = policy_config
@@ -110,8 +117,13 @@ class Evaluator:
         self._refresh_interval = refresh_interval
         self._full_pass_interval = full_pass_interval
         self._debounce = debounce
+        self.watermark = watermark if watermark is not None else EvaluationWatermark(clock)
         self._touched: set[str] = set()
         self._servers_touched = False
+        # The watermark's committed count when the hosts in _touched were last added to.
+        self._through = 0
+        self._in_flight = False
+        self._last_pass_at: datetime | None = None
         self._touched_lock = threading.Lock()
         self._dirty = threading.Event()
         self._stopping = threading.Event()
@@ -131,25 +143,56 @@ class Evaluator:
         self._thread.join(timeout)
 
     def on_committed(self, results: Sequence[AppliedReport]) -> None:
-        """Called by the writer after each commit: remember which hosts changed facts."""
-        changed = [r.host_id for r in results if r.facts_changed]
-        if changed:
-            with self._touched_lock:
-                self._touched.update(changed)
-                self._servers_touched |= any(r.touches_servers for r in results)
+        """Called by the writer after each commit, before the reports are acknowledged: counts
+        them on the watermark and remembers the hosts a pass must look at, those whose facts
+        changed and those back from being stale (their stale-agent finding resolves)."""
+        through = self.watermark.committed(len(results))
+        now = self._clock()
+        touched = [r.host_id for r in results if r.facts_changed or self._was_stale(r, now)]
+        with self._touched_lock:
+            self._touched.update(touched)
+            self._servers_touched |= any(r.touches_servers for r in results)
+            self._through = through
+            idle = not self._touched and not self._in_flight
+        if idle:
+            # Heartbeats of hosts that were not stale change nothing a rule reads.
+            self.watermark.covered(through, None)
+        else:
             self._dirty.set()
 
-    def _take_touched(self) -> tuple[set[str], bool]:
+    def _was_stale(self, report: AppliedReport, now: datetime) -> bool:
+        seen = report.previous_last_seen
+        return seen is not None and now - seen > self._config.stale_after
+
+    def _take_touched(self, full: bool) -> tuple[set[str], bool, int]:
+        """The hosts for the next pass, and the watermark it covers. Batches committed while a
+        pass is in flight wait for it to settle, since it may not have seen them."""
         with self._touched_lock:
             touched, self._touched = self._touched, set()
             servers, self._servers_touched = self._servers_touched, False
-        return touched, servers
+            self._in_flight = full or bool(touched)
+            return touched, servers, self._through
+
+    def _settle(self, taken: tuple[set[str], bool, int], done: bool, pass_at: datetime | None) -> None:
+        """End of a pass over `taken`: advance the watermark, or give the hosts back."""
+        touched, servers, through = taken
+        with self._touched_lock:
+            self._in_flight = False
+            if not done:
+                self._touched |= touched
+                self._servers_touched |= servers
+        if done:
+            self.watermark.covered(through, pass_at)
 
     def evaluate_once(self) -> ViolationChanges | None:
         """A full pass and an aggregates refresh. None when another replica holds the lock."""
-        self._take_touched()  # a full pass covers them
-        changes = self._evaluate(None)
-        self.refresh_aggregates(self._clock())
+        taken = self._take_touched(full=True)  # a full pass covers them
+        changes: ViolationChanges | None = None
+        try:
+            changes = self._evaluate(None)
+            self.refresh_aggregates(self._clock())
+        finally:
+            self._settle(taken, changes is not None, self._last_pass_at)
         return changes
 
     def evaluate_changes(self, host_ids: set[str], servers_touched: bool = True) -> ViolationChanges | None:
@@ -183,12 +226,16 @@ class Evaluator:
                         servers = load_fleet(session, servers_only=True, unreadable=unreadable)
                         findings = evaluate_all(servers, ctx, frozenset({Scope.SERVERS}))
                         current = open_violations(session, policy_ids(Scope.SERVERS))
+                    # The time rules are per host (stale-agent): for the hosts that just reported
+                    # they run here too, so a host back from being stale resolves at once.
+                    scopes = frozenset({Scope.HOST, Scope.TIME})
+                    ids = [*policy_ids(Scope.HOST), *policy_ids(Scope.TIME)]
                     ordered = sorted(host_ids)
                     for start in range(0, len(ordered), _CHUNK):
                         chunk = ordered[start : start + _CHUNK]
                         hosts = load_fleet(session, chunk, unreadable=unreadable)
-                        findings += evaluate_all(hosts, ctx, frozenset({Scope.HOST}))
-                        current += open_violations(session, policy_ids(Scope.HOST), chunk)
+                        findings += evaluate_all(hosts, ctx, scopes)
+                        current += open_violations(session, ids, chunk)
                 # A host left out is not evaluated, so its open violations say nothing new: keep
                 # them rather than resolve them.
                 left_out = self._left_out(unreadable, kind)
@@ -208,6 +255,7 @@ class Evaluator:
             return None
         self._metrics.evaluation_duration.labels(kind=kind).observe(time.perf_counter() - started)
         self._metrics.evaluation_last_success.set(now.timestamp())
+        self._last_pass_at = now
         if changes.opened or changes.resolved or changes.updated:
             log.info(
                 "%s evaluation: %d opened, %d escalated or changed, %d resolved",
@@ -275,16 +323,25 @@ class Evaluator:
         # does not end is a stall.
         self.progress.working()
         changed: ViolationChanges | None = None
-        if time.monotonic() >= next_full:
-            self._take_touched()
-            changed = self._evaluate(None)
-            next_full = time.monotonic() + self._full_pass_interval
-        else:
-            touched, servers_touched = self._take_touched()
-            if touched:
+        full = time.monotonic() >= next_full
+        taken = self._take_touched(full)
+        touched, servers_touched, _through = taken
+        # No pass is needed when the batches since the last one changed nothing a rule reads.
+        ran = full or bool(touched)
+        done = False
+        try:
+            if full:
+                changed = self._evaluate(None)
+                next_full = time.monotonic() + self._full_pass_interval
+            elif touched:
                 changed = self.evaluate_changes(touched, servers_touched)
-        moved = changed is not None and bool(changed.opened or changed.updated or changed.resolved)
-        if moved or time.monotonic() >= next_refresh:
-            self.refresh_aggregates(self._clock())
-            next_refresh = time.monotonic() + self._refresh_interval
+            moved = changed is not None and bool(changed.opened or changed.updated or changed.resolved)
+            if moved or time.monotonic() >= next_refresh:
+                self.refresh_aggregates(self._clock())
+                next_refresh = time.monotonic() + self._refresh_interval
+            done = not ran or changed is not None
+        finally:
+            # Settled after the refresh: once the watermark covers a report, the violation
+            # gauges of /metrics reflect it too. On any failure the hosts go back for the next pass.
+            self._settle(taken, done, self._last_pass_at if ran else None)
         return next_full, next_refresh

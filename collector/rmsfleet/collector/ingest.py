@@ -203,6 +203,13 @@ class GroupCommitWriter:
             return
         self._metrics.ingest_batch_size.observe(len(batch))
         self._metrics.ingest_commit_duration.observe(time.perf_counter() - started)
+        # The listener hears of the batch before any agent is acknowledged, so whoever learns
+        # of an acknowledged report (and asks to wait for its evaluation) finds it counted.
+        try:
+            self._on_committed([r for r in results if not isinstance(r, SequenceRefused)])
+        except Exception as error:  # the reports are committed; a failing listener must not undo acks
+            self._metrics.loop_errors.labels(loop="writer").inc()
+            log.error("post-commit listener failed: %s (at %s)", one_line(error), _where(error))
         for index, refusal in rejected.items():
             batch[index].future.set_exception(refusal)
         for pending, result in zip(accepted, results, strict=True):
@@ -211,11 +218,6 @@ class GroupCommitWriter:
                 pending.future.set_exception(ReportRefused(result.host_id, result.message))
             else:
                 pending.future.set_result(result)
-        try:
-            self._on_committed([r for r in results if not isinstance(r, SequenceRefused)])
-        except Exception as error:  # the reports are committed; a failing listener must not undo acks
-            self._metrics.loop_errors.labels(loop="writer").inc()
-            log.error("post-commit listener failed: %s (at %s)", one_line(error), _where(error))
 
     def _write(
         self, batch: Sequence[_Pending]

@@ -17,6 +17,7 @@ from rmsfleet.collector.clock import Clock
 from rmsfleet.collector.domain.capabilities import ClusterCapabilities, SelfActivation
 from rmsfleet.collector.domain.cluster_summary import summarize_clusters
 from rmsfleet.collector.store.aggregates_sql import FleetAggregates
+from rmsfleet.collector.watermark import EvaluationWatermark
 from rmsfleet.contract.facts import Activation, Version
 
 # Every label value comes from the contract's enums, so a new version or activation state is
@@ -65,6 +66,16 @@ class CollectorMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
             registry=registry,
         )
+        self.evaluation_lag = Gauge(
+            "rmsfleet_evaluation_lag_seconds",
+            "Seconds since the oldest report this collector committed that evaluation has not covered; 0 when caught up",
+            registry=registry,
+        )
+        self.evaluation_pending = Gauge(
+            "rmsfleet_evaluation_pending_reports",
+            "Reports this collector committed that evaluation has not covered yet",
+            registry=registry,
+        )
         self.loop_errors = Counter(
             "rmsfleet_loop_errors",
             "Unexpected errors a long-running loop caught, logged and survived",
@@ -90,6 +101,11 @@ class CollectorMetrics:
             self.database_errors.labels(operation=operation)
         for loop in LOOPS:
             self.loop_errors.labels(loop=loop)
+
+    def track_evaluation(self, watermark: EvaluationWatermark, clock: Clock) -> None:
+        """Read the evaluation lag from the watermark at scrape time (constant work)."""
+        self.evaluation_lag.set_function(lambda: watermark.snapshot().lag_seconds(clock()))
+        self.evaluation_pending.set_function(lambda: float(watermark.snapshot().pending))
 
 
 class AggregatesHolder:
@@ -199,6 +215,16 @@ def _violation_families(aggregates: FleetAggregates, policy_ids: Sequence[str], 
             by_severity.add_metric([policy, severity], count)
         first = aggregates.oldest_violation_by_policy.get(policy)
         oldest.add_metric([policy], 0.0 if first is None else max(0.0, (now - first).total_seconds()))
+    # Only combinations with open violations: forests are known from the subjects, and a series
+    # that disappears resolves its alert.
+    by_forest = GaugeMetricFamily(
+        "rmsfleet_policy_violations_by_forest",
+        "Open violations per policy, severity and AD forest of the subject",
+        labels=["policy", "severity", "forest"],
+    )
+    for (policy, severity, forest), count in sorted(aggregates.violations_by_policy_severity_forest.items()):
+        by_forest.add_metric([policy, severity, forest], count)
     yield total
     yield by_severity
     yield oldest
+    yield by_forest

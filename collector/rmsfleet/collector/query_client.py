@@ -1,5 +1,6 @@
 """The query commands' side of the query service: the channel (the loopback rule of
-docs/security.md), paging through lists, and the answers as the plain dicts of query_convert."""
+docs/security.md), paging through lists, and the answers as the plain dicts of query_convert,
+hosts and violations with how far evaluation had got (the watermark)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import grpc
 
@@ -16,6 +17,7 @@ from rmsfleet.contract.address import AddressError, is_loopback_host, parse_addr
 from rmsfleet.v1 import query_pb2, query_pb2_grpc
 
 M = TypeVar("M")
+T = TypeVar("T")
 
 
 class ChannelError(ValueError):
@@ -73,6 +75,16 @@ def pages(fetch: Callable[[str], Any], items: Callable[[Any], list[M]]) -> Itera
             return
 
 
+@dataclass(frozen=True, slots=True)
+class Evaluated(Generic[T]):
+    """An answer and how far evaluation had got when the collector gave it
+    (query_convert.evaluation_dict). For a paged list it is the first page's mark: the later
+    pages were read after it, so the whole answer reflects at least that much."""
+
+    answer: T
+    evaluation: dict[str, Any]
+
+
 class QueryClient:
     """Each method asks the collector and returns the JSON form of the answer; gRPC errors
     (grpc.RpcError) and answers this release cannot read (query_convert.UnreadableAnswer) pass up."""
@@ -81,30 +93,56 @@ class QueryClient:
         self.stub = query_pb2_grpc.QueryServiceStub(channel)
         self.timeout = timeout
 
-    def hosts(
-        self, role: str | None, version: str | None, cluster: str | None, forest: str | None, stale_only: bool
-    ) -> list[dict[str, Any]]:
-        request = qv.hosts_request(role, version, cluster, forest, stale_only)
+    def _deadline(self, wait: float | None) -> float:
+        """A call that asks the collector to wait for evaluation may take that much longer."""
+        return self.timeout + (wait or 0.0)
 
-        def fetch(token: str) -> query_pb2.ListHostsResponse:
+    def _evaluated_pages(
+        self, request: Any, call: Callable[..., Any], items: Callable[[Any], list[M]], wait: float | None
+    ) -> Evaluated[list[M]]:
+        """Every item of a paged hosts or violations list; only the first page asks to wait for
+        evaluation (`wait` seconds at most, None: not at all), and its watermark is the answer's."""
+        qv.ask_to_wait(request, wait)
+        marks: list[query_pb2.EvaluationWatermark] = []
+
+        def fetch(token: str) -> Any:
             request.page_token = token
-            return self.stub.ListHosts(request, timeout=self.timeout)
+            response = call(request, timeout=self._deadline(None if marks else wait))
+            if not marks:
+                marks.append(response.evaluation)
+                qv.ask_to_wait(request, None)
+            return response
 
-        return [qv.host_dict(h) for h in pages(fetch, lambda r: list(r.hosts))]
+        found = list(pages(fetch, items))
+        return Evaluated(found, qv.evaluation_dict(marks[0]))
 
-    def host(self, host_id: str) -> dict[str, Any]:
-        return qv.host_detail_dict(self.stub.GetHost(query_pb2.GetHostRequest(host_id=host_id), timeout=self.timeout))
+    def hosts(
+        self,
+        role: str | None,
+        version: str | None,
+        cluster: str | None,
+        forest: str | None,
+        stale_only: bool,
+        wait: float | None = None,
+    ) -> Evaluated[list[dict[str, Any]]]:
+        """`wait`: seconds the collector may first wait for evaluation to cover every report it
+        committed before the call (None: answer at once)."""
+        request = qv.hosts_request(role, version, cluster, forest, stale_only)
+        found = self._evaluated_pages(request, self.stub.ListHosts, lambda r: list(r.hosts), wait)
+        return Evaluated([qv.host_dict(h) for h in found.answer], found.evaluation)
+
+    def host(self, host_id: str, wait: float | None = None) -> Evaluated[dict[str, Any]]:
+        request = query_pb2.GetHostRequest(host_id=host_id)
+        qv.ask_to_wait(request, wait)
+        response = self.stub.GetHost(request, timeout=self._deadline(wait))
+        return Evaluated(qv.host_detail_dict(response), qv.evaluation_dict(response.evaluation))
 
     def violations(
-        self, policy: str | None, severity: str | None, state: str, since: datetime | None
-    ) -> list[dict[str, Any]]:
+        self, policy: str | None, severity: str | None, state: str, since: datetime | None, wait: float | None = None
+    ) -> Evaluated[list[dict[str, Any]]]:
         request = qv.violations_request(policy, severity, state, since)
-
-        def fetch(token: str) -> query_pb2.ListViolationsResponse:
-            request.page_token = token
-            return self.stub.ListViolations(request, timeout=self.timeout)
-
-        return [qv.violation_dict(v) for v in pages(fetch, lambda r: list(r.violations))]
+        found = self._evaluated_pages(request, self.stub.ListViolations, lambda r: list(r.violations), wait)
+        return Evaluated([qv.violation_dict(v) for v in found.answer], found.evaluation)
 
     def clusters(self) -> list[dict[str, Any]]:
         request = query_pb2.ListClustersRequest()

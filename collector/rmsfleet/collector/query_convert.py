@@ -14,12 +14,13 @@ filter is built, on the servicer's side."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from rmsfleet.collector import paging
+from rmsfleet.collector.watermark import NOT_EVALUATED, EvaluationMark
 from rmsfleet.contract.facts import MAX_ID_LENGTH, MAX_URL_LENGTH, InvalidFacts, Version, facts_to_json
 from rmsfleet.contract.wire import (
     KIND_FROM_PB,
@@ -46,6 +47,12 @@ STATES = ("open", "resolved", "all")
 SEVERITIES = ("warning", "critical")
 # The query filters take what the contract lets a report carry (facts.MAX_*_LENGTH).
 MAX_POLICY_LENGTH = 64
+# A query that asks to wait for evaluation waits this long unless it says otherwise, and never
+# longer than the cap. A duration past MAX_EVALUATION_WAIT_SECONDS (or negative) is refused: the
+# cap would shorten it anyway, so such a value is a mistake, not a wish.
+DEFAULT_EVALUATION_WAIT = 30.0
+MAX_EVALUATION_WAIT = 300.0
+MAX_EVALUATION_WAIT_SECONDS = 86_400
 
 
 class BadRequest(ValueError):
@@ -136,6 +143,23 @@ def violations_filter(request: query_pb2.ListViolationsRequest) -> ViolationFilt
     )
 
 
+def evaluation_wait_of(
+    request: query_pb2.ListHostsRequest | query_pb2.GetHostRequest | query_pb2.ListViolationsRequest,
+) -> float | None:
+    """Seconds to wait for evaluation before answering (unset or zero: the default; at most the
+    cap), or None when the request does not ask to wait."""
+    if not request.HasField("wait_for_evaluation"):
+        return None
+    timeout = request.wait_for_evaluation.timeout
+    if not 0 <= timeout.seconds <= MAX_EVALUATION_WAIT_SECONDS or not 0 <= timeout.nanos < 1_000_000_000:
+        raise BadRequest(
+            "wait_for_evaluation.timeout",
+            f"a duration from 0 to {MAX_EVALUATION_WAIT_SECONDS} s (got seconds={timeout.seconds} nanos={timeout.nanos})",
+        )
+    asked = timeout.seconds + timeout.nanos / 1e9
+    return min(asked or DEFAULT_EVALUATION_WAIT, MAX_EVALUATION_WAIT)
+
+
 def plan_share(request: query_pb2.GetPlanRequest, default: float) -> float:
     """D5: the share of a cluster's servers one wave takes down; 0 asks for the default."""
     share = request.max_unavailable or default
@@ -160,6 +184,25 @@ def _next_token(items: Sequence[T], limit: int, key: Callable[[T], object]) -> s
     return paging.encode_token(str(key(items[-1]))) if items and len(items) == limit else ""
 
 
+def watermark_pb(mark: EvaluationMark) -> query_pb2.EvaluationWatermark:
+    return query_pb2.EvaluationWatermark(
+        collector_id=mark.collector_id,
+        reports_committed=mark.reports_committed,
+        reports_evaluated=mark.reports_evaluated,
+        evaluated_at=_stamp(mark.evaluated_at),
+        oldest_pending_at=_stamp(mark.oldest_pending_at),
+    )
+
+
+def not_evaluated_message(mark: EvaluationMark, waited: float) -> str:
+    """Why a query that asked to wait for evaluation got no answer: how far evaluation got."""
+    last = mark.evaluated_at.isoformat().replace("+00:00", "Z") if mark.evaluated_at else "none yet"
+    return (
+        f"{NOT_EVALUATED} within {waited:g} s: {mark.reports_evaluated} of {mark.reports_committed} "
+        f"reports evaluated, last pass {last}; the collector's log and rmsfleet_evaluation_lag_seconds tell why"
+    )
+
+
 def host_pb(host: HostView) -> query_pb2.Host:
     return query_pb2.Host(
         facts=facts_to_pb(host.facts),
@@ -172,21 +215,29 @@ def host_pb(host: HostView) -> query_pb2.Host:
     )
 
 
-def hosts_response(hosts: Sequence[HostView], limit: int) -> query_pb2.ListHostsResponse:
+def hosts_response(hosts: Sequence[HostView], limit: int, evaluation: EvaluationMark) -> query_pb2.ListHostsResponse:
     return query_pb2.ListHostsResponse(
-        hosts=[host_pb(h) for h in hosts], next_page_token=_next_token(hosts, limit, lambda h: h.facts.host_id)
+        hosts=[host_pb(h) for h in hosts],
+        next_page_token=_next_token(hosts, limit, lambda h: h.facts.host_id),
+        evaluation=watermark_pb(evaluation),
     )
 
 
-def host_response(host: HostView, history: Iterable[FactChange]) -> query_pb2.GetHostResponse:
+def host_response(
+    host: HostView, history: Iterable[FactChange], evaluation: EvaluationMark
+) -> query_pb2.GetHostResponse:
     return query_pb2.GetHostResponse(
         host=host_pb(host),
         history=[query_pb2.HostChange(changed_at=_stamp(c.changed_at), facts=facts_to_pb(c.facts)) for c in history],
+        evaluation=watermark_pb(evaluation),
     )
 
 
-def violations_response(rows: Sequence[ViolationView], limit: int) -> query_pb2.ListViolationsResponse:
+def violations_response(
+    rows: Sequence[ViolationView], limit: int, evaluation: EvaluationMark
+) -> query_pb2.ListViolationsResponse:
     return query_pb2.ListViolationsResponse(
+        evaluation=watermark_pb(evaluation),
         violations=[
             query_pb2.Violation(
                 policy=v.policy,
@@ -305,6 +356,18 @@ def violations_request(
     )
 
 
+def ask_to_wait(
+    request: query_pb2.ListHostsRequest | query_pb2.GetHostRequest | query_pb2.ListViolationsRequest,
+    seconds: float | None,
+) -> None:
+    """Ask the collector to wait, at most `seconds`, for evaluation to cover every report it
+    committed before the call (None: do not wait)."""
+    if seconds is None:
+        request.ClearField("wait_for_evaluation")
+    else:
+        request.wait_for_evaluation.timeout.FromTimedelta(timedelta(seconds=seconds))
+
+
 def plan_request(max_unavailable: float | None, forest: str | None) -> query_pb2.GetPlanRequest:
     return query_pb2.GetPlanRequest(max_unavailable=max_unavailable or 0.0, forest=forest or "")
 
@@ -356,6 +419,17 @@ def host_detail_dict(response: query_pb2.GetHostResponse) -> dict[str, Any]:
     return {
         "host": host_dict(response.host),
         "history": [{"changed_at": iso(c.changed_at), **facts_dict(c.facts)} for c in response.history],
+    }
+
+
+def evaluation_dict(mark: query_pb2.EvaluationWatermark) -> dict[str, Any]:
+    """How far evaluation had got when the collector answered (the watermark)."""
+    return {
+        "collector_id": mark.collector_id,
+        "reports_committed": mark.reports_committed,
+        "reports_evaluated": mark.reports_evaluated,
+        "evaluated_at": iso(mark.evaluated_at, mark.HasField("evaluated_at")),
+        "oldest_pending_at": iso(mark.oldest_pending_at, mark.HasField("oldest_pending_at")),
     }
 
 

@@ -51,6 +51,20 @@ def _list_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return render_table(headers, rows) + "\n" + ("(none)\n" if not rows else "")
 
 
+# --- how current an answer is -------------------------------------------------------------------
+
+
+def evaluation_line(mark: Mapping[str, Any]) -> str:
+    """One line saying how far evaluation had got (query_convert.evaluation_dict): printed under
+    a hosts or violations table, or on stderr with --json."""
+    behind = mark["reports_committed"] - mark["reports_evaluated"]
+    state = "up to date" if behind == 0 else f"{behind} not yet; --wait-for-evaluation waits for them"
+    return (
+        f"evaluated: {mark['reports_evaluated']} of the {mark['reports_committed']} reports this collector "
+        f"committed ({state}); last evaluation pass {mark['evaluated_at'] or 'none yet'}\n"
+    )
+
+
 # --- hosts ---------------------------------------------------------------------------------------
 
 

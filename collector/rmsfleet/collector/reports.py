@@ -38,3 +38,6 @@ class AppliedReport:
     # The change can matter to the cluster and forest rules (the host is or was a server or an
     # RTM client, D14).
     touches_servers: bool = False
+    # When the host reported before this report (None: its first report), so the evaluator can
+    # tell a host coming back from being stale.
+    previous_last_seen: datetime | None = None

@@ -28,6 +28,7 @@ from rmsfleet.collector.metrics import AggregatesHolder, CollectorMetrics, Fleet
 from rmsfleet.collector.servicers import InventoryServicer, QueryServicer
 from rmsfleet.collector.store.database import create_db_engine, prepare_for_serving
 from rmsfleet.collector.tls import ReloadingServerCredentials, TlsFileError, TlsFiles, describe_certificate
+from rmsfleet.collector.watermark import EvaluationWatermark
 from rmsfleet.contract.address import is_loopback_host
 from rmsfleet.v1 import inventory_pb2, inventory_pb2_grpc, query_pb2, query_pb2_grpc
 
@@ -131,6 +132,8 @@ def start(
     metrics = CollectorMetrics(registry, __version__)
     aggregates = AggregatesHolder()
     registry.register(FleetStateCollector(aggregates, lambda: [p.id for p in POLICIES], clock))
+    watermark = EvaluationWatermark(clock)
+    metrics.track_evaluation(watermark, clock)
     evaluator = Evaluator(
         sessions,
         config.policy,
@@ -140,6 +143,7 @@ def start(
         refresh_interval=config.refresh_interval,
         full_pass_interval=config.full_pass_interval,
         stall_after=stall_after,
+        watermark=watermark,
     )
     writer = GroupCommitWriter(
         sessions,
@@ -163,7 +167,9 @@ def start(
     inventory_pb2_grpc.add_InventoryServiceServicer_to_server(
         InventoryServicer(writer, metrics, clock, secrets, sessions), server
     )
-    query_pb2_grpc.add_QueryServiceServicer_to_server(QueryServicer(sessions, config, metrics, clock), server)
+    query_pb2_grpc.add_QueryServiceServicer_to_server(
+        QueryServicer(sessions, config, metrics, clock, watermark), server
+    )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

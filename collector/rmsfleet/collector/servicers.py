@@ -34,6 +34,7 @@ from rmsfleet.collector.store.aggregates_sql import compute_aggregates
 from rmsfleet.collector.store.evaluation_sql import load_fleet
 from rmsfleet.collector.store.identity_sql import save_node_key
 from rmsfleet.collector.store.ingest_writes import restart_sequence
+from rmsfleet.collector.watermark import EvaluationMark, EvaluationWatermark
 from rmsfleet.contract import wire as convert
 from rmsfleet.contract.facts import MAX_ID_LENGTH, InvalidFacts
 from rmsfleet.v1 import inventory_pb2, inventory_pb2_grpc, query_pb2, query_pb2_grpc
@@ -44,6 +45,9 @@ Q = TypeVar("Q")
 
 # An agent's deadline bounds how long it waits; this bounds it when the agent sets none.
 DEFAULT_ACK_WAIT = 30.0
+# A query that waits for evaluation answers this much before the caller's deadline, so the
+# caller gets the collector's explanation instead of a bare "deadline exceeded".
+EVALUATION_WAIT_MARGIN = 0.5
 
 
 def observed(method: str) -> Callable[[Callable[..., R]], Callable[..., R]]:
@@ -189,12 +193,32 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
     """Validate (query_convert), read (the store), answer (query_convert)."""
 
     def __init__(
-        self, sessions: sessionmaker[Session], config: ServeConfig, metrics: CollectorMetrics, clock: Clock
+        self,
+        sessions: sessionmaker[Session],
+        config: ServeConfig,
+        metrics: CollectorMetrics,
+        clock: Clock,
+        watermark: EvaluationWatermark,
     ) -> None:
         self.sessions = sessions
         self.config = config
         self.metrics = metrics
         self.clock = clock
+        self.watermark = watermark
+
+    def _evaluation(self, context: grpc.ServicerContext, wait: float | None) -> EvaluationMark:
+        """The watermark an answer goes with, taken before its read (so the answer reflects at
+        least what it claims), after waiting up to `wait` seconds (query_convert.evaluation_wait_of)
+        for evaluation to cover the reports committed before the call."""
+        if wait is None:
+            return self.watermark.snapshot()
+        remaining = context.time_remaining()
+        if remaining is not None:
+            wait = min(wait, max(0.0, remaining - EVALUATION_WAIT_MARGIN))
+        covered, mark = self.watermark.wait_for_committed(wait)
+        if not covered:
+            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, qv.not_evaluated_message(mark, wait))
+        return mark
 
     def _valid(self, context: grpc.ServicerContext, check: Callable[[], R]) -> R:
         """Run a request check; a bad field is INVALID_ARGUMENT naming it."""
@@ -222,18 +246,20 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
     ) -> query_pb2.ListHostsResponse:
         limit, after = self._valid(context, lambda: qv.page_of(request))
         flt = self._valid(context, lambda: qv.hosts_filter(request))
+        evaluation = self._evaluation(context, self._valid(context, lambda: qv.evaluation_wait_of(request)))
         now, stale_after = self.clock(), self.config.policy.stale_after
         hosts = self._read(context, lambda session: queries.list_hosts(session, flt, after, limit, now, stale_after))
-        return qv.hosts_response(hosts, limit)
+        return qv.hosts_response(hosts, limit, evaluation)
 
     @observed("GetHost")
     def GetHost(self, request: query_pb2.GetHostRequest, context: grpc.ServicerContext) -> query_pb2.GetHostResponse:
         host_id = self._valid(context, lambda: qv.host_id_of(request))
+        evaluation = self._evaluation(context, self._valid(context, lambda: qv.evaluation_wait_of(request)))
         now, stale_after = self.clock(), self.config.policy.stale_after
         found = self._read(context, lambda session: queries.get_host(session, host_id, now, stale_after))
         if found is None:
             context.abort(grpc.StatusCode.NOT_FOUND, f"host_id: no host {convert.quote(host_id)} has reported")
-        return qv.host_response(*found)
+        return qv.host_response(*found, evaluation)
 
     @observed("ListViolations")
     def ListViolations(
@@ -241,8 +267,9 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
     ) -> query_pb2.ListViolationsResponse:
         limit, after = self._valid(context, lambda: qv.page_of(request, numeric=True))
         flt = self._valid(context, lambda: qv.violations_filter(request))
+        evaluation = self._evaluation(context, self._valid(context, lambda: qv.evaluation_wait_of(request)))
         rows = self._read(context, lambda session: queries.list_violations(session, flt, after, limit))
-        return qv.violations_response(rows, limit)
+        return qv.violations_response(rows, limit, evaluation)
 
     @observed("ListClusters")
     def ListClusters(

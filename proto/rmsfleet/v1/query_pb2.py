@@ -22,61 +22,66 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from rmsfleet.v1 import facts_pb2 as rmsfleet_dot_v1_dot_facts__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17rmsfleet/v1/query.proto\x12\x0brmsfleet.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17rmsfleet/v1/facts.proto\"\xfa\x01\n\x04Host\x12%\n\x05\x66\x61\x63ts\x18\x01 \x01(\x0b\x32\x16.rmsfleet.v1.HostFacts\x12.\n\nfirst_seen\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tlast_seen\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bobserved_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rlast_sequence\x18\x05 \x01(\x04\x12\x15\n\ragent_version\x18\x06 \x01(\t\x12\r\n\x05stale\x18\x07 \x01(\x08\"\xa3\x01\n\x10ListHostsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12%\n\x07version\x18\x04 \x01(\x0e\x32\x14.rmsfleet.v1.Version\x12\x0f\n\x07\x63luster\x18\x05 \x01(\t\x12\x0e\n\x06\x66orest\x18\x06 \x01(\t\x12\x12\n\nstale_only\x18\x07 \x01(\x08\"N\n\x11ListHostsResponse\x12 \n\x05hosts\x18\x01 \x03(\x0b\x32\x11.rmsfleet.v1.Host\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"c\n\nHostChange\x12.\n\nchanged_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x05\x66\x61\x63ts\x18\x02 \x01(\x0b\x32\x16.rmsfleet.v1.HostFacts\"!\n\x0eGetHostRequest\x12\x0f\n\x07host_id\x18\x01 \x01(\t\"\\\n\x0fGetHostResponse\x12\x1f\n\x04host\x18\x01 \x01(\x0b\x32\x11.rmsfleet.v1.Host\x12(\n\x07history\x18\x02 \x03(\x0b\x32\x17.rmsfleet.v1.HostChange\"\xc0\x01\n\tViolation\x12\x0e\n\x06policy\x18\x01 \x01(\t\x12\x14\n\x0csubject_kind\x18\x02 \x01(\t\x12\x0f\n\x07subject\x18\x03 \x01(\t\x12\x10\n\x08severity\x18\x04 \x01(\t\x12)\n\x05since\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bresolved_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x64\x65tail\x18\x07 \x01(\t\"\x9a\x01\n\x15ListViolationsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06policy\x18\x03 \x01(\t\x12\x10\n\x08severity\x18\x04 \x01(\t\x12\r\n\x05state\x18\x05 \x01(\t\x12)\n\x05since\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"]\n\x16ListViolationsResponse\x12*\n\nviolations\x18\x01 \x03(\x0b\x32\x16.rmsfleet.v1.Violation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"K\n\x13\x43lusterVersionCount\x12%\n\x07version\x18\x01 \x01(\x0e\x32\x14.rmsfleet.v1.Version\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\"\xd3\x02\n\x07\x43luster\x12\x0b\n\x03url\x18\x01 \x01(\t\x12&\n\x04kind\x18\x02 \x01(\x0e\x32\x18.rmsfleet.v1.ClusterKind\x12\x14\n\x0croot_cluster\x18\x03 \x01(\t\x12\x0e\n\x06\x66orest\x18\x04 \x01(\t\x12\x39\n\x0fserver_versions\x18\x05 \x03(\x0b\x32 .rmsfleet.v1.ClusterVersionCount\x12\x39\n\x0f\x63lient_versions\x18\x06 \x03(\x0b\x32 .rmsfleet.v1.ClusterVersionCount\x12\x1a\n\x12offline_enrollment\x18\x07 \x01(\x08\x12\x1f\n\x17self_activating_clients\x18\x08 \x01(\t\x12\x16\n\x0eserver_lockbox\x18\t \x01(\x08\x12\"\n\x1asql_server_2005_by_default\x18\n \x01(\x08\"<\n\x13ListClustersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"W\n\x14ListClustersResponse\x12&\n\x08\x63lusters\x18\x01 \x03(\x0b\x32\x14.rmsfleet.v1.Cluster\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xbe\x01\n\tExemption\x12\x0e\n\x06policy\x18\x01 \x01(\t\x12\x14\n\x0csubject_kind\x18\x02 \x01(\t\x12\x0f\n\x07subject\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\n\n\x02id\x18\x07 \x01(\x03\">\n\x15ListExemptionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"]\n\x16ListExemptionsResponse\x12*\n\nexemptions\x18\x01 \x03(\x0b\x32\x16.rmsfleet.v1.Exemption\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x9e\x01\n\x08PlanStep\x12\x0e\n\x06\x66orest\x18\x01 \x01(\t\x12\x0f\n\x07\x63luster\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\r\n\x05hosts\x18\x04 \x03(\t\x12*\n\x0c\x66rom_version\x18\x05 \x01(\x0e\x32\x14.rmsfleet.v1.Version\x12(\n\nto_version\x18\x06 \x01(\x0e\x32\x14.rmsfleet.v1.Version\"@\n\rChecklistItem\x12\x0e\n\x06\x66orest\x18\x01 \x01(\t\x12\x0f\n\x07\x63luster\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\"o\n\x08PlanWave\x12\x0e\n\x06number\x18\x01 \x01(\x05\x12$\n\x05steps\x18\x02 \x03(\x0b\x32\x15.rmsfleet.v1.PlanStep\x12-\n\tchecklist\x18\x03 \x03(\x0b\x32\x1a.rmsfleet.v1.ChecklistItem\"e\n\rUnplannedHost\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12%\n\x07version\x18\x03 \x01(\x0e\x32\x14.rmsfleet.v1.Version\x12\x0e\n\x06reason\x18\x04 \x01(\t\"9\n\x0eGetPlanRequest\x12\x17\n\x0fmax_unavailable\x18\x01 \x01(\x01\x12\x0e\n\x06\x66orest\x18\x02 \x01(\t\"f\n\x0fGetPlanResponse\x12$\n\x05waves\x18\x01 \x03(\x0b\x32\x15.rmsfleet.v1.PlanWave\x12-\n\tunplanned\x18\x02 \x03(\x0b\x32\x1a.rmsfleet.v1.UnplannedHost2\xf1\x03\n\x0cQueryService\x12J\n\tListHosts\x12\x1d.rmsfleet.v1.ListHostsRequest\x1a\x1e.rmsfleet.v1.ListHostsResponse\x12\x44\n\x07GetHost\x12\x1b.rmsfleet.v1.GetHostRequest\x1a\x1c.rmsfleet.v1.GetHostResponse\x12Y\n\x0eListViolations\x12\".rmsfleet.v1.ListViolationsRequest\x1a#.rmsfleet.v1.ListViolationsResponse\x12S\n\x0cListClusters\x12 .rmsfleet.v1.ListClustersRequest\x1a!.rmsfleet.v1.ListClustersResponse\x12Y\n\x0eListExemptions\x12\".rmsfleet.v1.ListExemptionsRequest\x1a#.rmsfleet.v1.ListExemptionsResponse\x12\x44\n\x07GetPlan\x12\x1b.rmsfleet.v1.GetPlanRequest\x1a\x1c.rmsfleet.v1.GetPlanResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17rmsfleet/v1/query.proto\x12\x0brmsfleet.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17rmsfleet/v1/facts.proto\"\xca\x01\n\x13\x45valuationWatermark\x12\x14\n\x0c\x63ollector_id\x18\x01 \x01(\t\x12\x19\n\x11reports_committed\x18\x02 \x01(\x04\x12\x19\n\x11reports_evaluated\x18\x03 \x01(\x04\x12\x30\n\x0c\x65valuated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11oldest_pending_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"<\n\x0e\x45valuationWait\x12*\n\x07timeout\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xfa\x01\n\x04Host\x12%\n\x05\x66\x61\x63ts\x18\x01 \x01(\x0b\x32\x16.rmsfleet.v1.HostFacts\x12.\n\nfirst_seen\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tlast_seen\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bobserved_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rlast_sequence\x18\x05 \x01(\x04\x12\x15\n\ragent_version\x18\x06 \x01(\t\x12\r\n\x05stale\x18\x07 \x01(\x08\"\xdd\x01\n\x10ListHostsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12%\n\x07version\x18\x04 \x01(\x0e\x32\x14.rmsfleet.v1.Version\x12\x0f\n\x07\x63luster\x18\x05 \x01(\t\x12\x0e\n\x06\x66orest\x18\x06 \x01(\t\x12\x12\n\nstale_only\x18\x07 \x01(\x08\x12\x38\n\x13wait_for_evaluation\x18\x08 \x01(\x0b\x32\x1b.rmsfleet.v1.EvaluationWait\"\x84\x01\n\x11ListHostsResponse\x12 \n\x05hosts\x18\x01 \x03(\x0b\x32\x11.rmsfleet.v1.Host\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x34\n\nevaluation\x18\x03 \x01(\x0b\x32 .rmsfleet.v1.EvaluationWatermark\"c\n\nHostChange\x12.\n\nchanged_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x05\x66\x61\x63ts\x18\x02 \x01(\x0b\x32\x16.rmsfleet.v1.HostFacts\"[\n\x0eGetHostRequest\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x38\n\x13wait_for_evaluation\x18\x02 \x01(\x0b\x32\x1b.rmsfleet.v1.EvaluationWait\"\x92\x01\n\x0fGetHostResponse\x12\x1f\n\x04host\x18\x01 \x01(\x0b\x32\x11.rmsfleet.v1.Host\x12(\n\x07history\x18\x02 \x03(\x0b\x32\x17.rmsfleet.v1.HostChange\x12\x34\n\nevaluation\x18\x03 \x01(\x0b\x32 .rmsfleet.v1.EvaluationWatermark\"\xc0\x01\n\tViolation\x12\x0e\n\x06policy\x18\x01 \x01(\t\x12\x14\n\x0csubject_kind\x18\x02 \x01(\t\x12\x0f\n\x07subject\x18\x03 \x01(\t\x12\x10\n\x08severity\x18\x04 \x01(\t\x12)\n\x05since\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bresolved_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x64\x65tail\x18\x07 \x01(\t\"\xd4\x01\n\x15ListViolationsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06policy\x18\x03 \x01(\t\x12\x10\n\x08severity\x18\x04 \x01(\t\x12\r\n\x05state\x18\x05 \x01(\t\x12)\n\x05since\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x38\n\x13wait_for_evaluation\x18\x07 \x01(\x0b\x32\x1b.rmsfleet.v1.EvaluationWait\"\x93\x01\n\x16ListViolationsResponse\x12*\n\nviolations\x18\x01 \x03(\x0b\x32\x16.rmsfleet.v1.Violation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x34\n\nevaluation\x18\x03 \x01(\x0b\x32 .rmsfleet.v1.EvaluationWatermark\"K\n\x13\x43lusterVersionCount\x12%\n\x07version\x18\x01 \x01(\x0e\x32\x14.rmsfleet.v1.Version\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\"\xd3\x02\n\x07\x43luster\x12\x0b\n\x03url\x18\x01 \x01(\t\x12&\n\x04kind\x18\x02 \x01(\x0e\x32\x18.rmsfleet.v1.ClusterKind\x12\x14\n\x0croot_cluster\x18\x03 \x01(\t\x12\x0e\n\x06\x66orest\x18\x04 \x01(\t\x12\x39\n\x0fserver_versions\x18\x05 \x03(\x0b\x32 .rmsfleet.v1.ClusterVersionCount\x12\x39\n\x0f\x63lient_versions\x18\x06 \x03(\x0b\x32 .rmsfleet.v1.ClusterVersionCount\x12\x1a\n\x12offline_enrollment\x18\x07 \x01(\x08\x12\x1f\n\x17self_activating_clients\x18\x08 \x01(\t\x12\x16\n\x0eserver_lockbox\x18\t \x01(\x08\x12\"\n\x1asql_server_2005_by_default\x18\n \x01(\x08\"<\n\x13ListClustersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"W\n\x14ListClustersResponse\x12&\n\x08\x63lusters\x18\x01 \x03(\x0b\x32\x14.rmsfleet.v1.Cluster\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xbe\x01\n\tExemption\x12\x0e\n\x06policy\x18\x01 \x01(\t\x12\x14\n\x0csubject_kind\x18\x02 \x01(\t\x12\x0f\n\x07subject\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\n\n\x02id\x18\x07 \x01(\x03\">\n\x15ListExemptionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"]\n\x16ListExemptionsResponse\x12*\n\nexemptions\x18\x01 \x03(\x0b\x32\x16.rmsfleet.v1.Exemption\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x9e\x01\n\x08PlanStep\x12\x0e\n\x06\x66orest\x18\x01 \x01(\t\x12\x0f\n\x07\x63luster\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\r\n\x05hosts\x18\x04 \x03(\t\x12*\n\x0c\x66rom_version\x18\x05 \x01(\x0e\x32\x14.rmsfleet.v1.Version\x12(\n\nto_version\x18\x06 \x01(\x0e\x32\x14.rmsfleet.v1.Version\"@\n\rChecklistItem\x12\x0e\n\x06\x66orest\x18\x01 \x01(\t\x12\x0f\n\x07\x63luster\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\"o\n\x08PlanWave\x12\x0e\n\x06number\x18\x01 \x01(\x05\x12$\n\x05steps\x18\x02 \x03(\x0b\x32\x15.rmsfleet.v1.PlanStep\x12-\n\tchecklist\x18\x03 \x03(\x0b\x32\x1a.rmsfleet.v1.ChecklistItem\"e\n\rUnplannedHost\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12%\n\x07version\x18\x03 \x01(\x0e\x32\x14.rmsfleet.v1.Version\x12\x0e\n\x06reason\x18\x04 \x01(\t\"9\n\x0eGetPlanRequest\x12\x17\n\x0fmax_unavailable\x18\x01 \x01(\x01\x12\x0e\n\x06\x66orest\x18\x02 \x01(\t\"f\n\x0fGetPlanResponse\x12$\n\x05waves\x18\x01 \x03(\x0b\x32\x15.rmsfleet.v1.PlanWave\x12-\n\tunplanned\x18\x02 \x03(\x0b\x32\x1a.rmsfleet.v1.UnplannedHost2\xf1\x03\n\x0cQueryService\x12J\n\tListHosts\x12\x1d.rmsfleet.v1.ListHostsRequest\x1a\x1e.rmsfleet.v1.ListHostsResponse\x12\x44\n\x07GetHost\x12\x1b.rmsfleet.v1.GetHostRequest\x1a\x1c.rmsfleet.v1.GetHostResponse\x12Y\n\x0eListViolations\x12\".rmsfleet.v1.ListViolationsRequest\x1a#.rmsfleet.v1.ListViolationsResponse\x12S\n\x0cListClusters\x12 .rmsfleet.v1.ListClustersRequest\x1a!.rmsfleet.v1.ListClustersResponse\x12Y\n\x0eListExemptions\x12\".rmsfleet.v1.ListExemptionsRequest\x1a#.rmsfleet.v1.ListExemptionsResponse\x12\x44\n\x07GetPlan\x12\x1b.rmsfleet.v1.GetPlanRequest\x1a\x1c.rmsfleet.v1.GetPlanResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'rmsfleet.v1.query_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_HOST']._serialized_start=99
-  _globals['_HOST']._serialized_end=349
-  _globals['_LISTHOSTSREQUEST']._serialized_start=352
-  _globals['_LISTHOSTSREQUEST']._serialized_end=515
-  _globals['_LISTHOSTSRESPONSE']._serialized_start=517
-  _globals['_LISTHOSTSRESPONSE']._serialized_end=595
-  _globals['_HOSTCHANGE']._serialized_start=597
-  _globals['_HOSTCHANGE']._serialized_end=696
-  _globals['_GETHOSTREQUEST']._serialized_start=698
-  _globals['_GETHOSTREQUEST']._serialized_end=731
-  _globals['_GETHOSTRESPONSE']._serialized_start=733
-  _globals['_GETHOSTRESPONSE']._serialized_end=825
-  _globals['_VIOLATION']._serialized_start=828
-  _globals['_VIOLATION']._serialized_end=1020
-  _globals['_LISTVIOLATIONSREQUEST']._serialized_start=1023
-  _globals['_LISTVIOLATIONSREQUEST']._serialized_end=1177
-  _globals['_LISTVIOLATIONSRESPONSE']._serialized_start=1179
-  _globals['_LISTVIOLATIONSRESPONSE']._serialized_end=1272
-  _globals['_CLUSTERVERSIONCOUNT']._serialized_start=1274
-  _globals['_CLUSTERVERSIONCOUNT']._serialized_end=1349
-  _globals['_CLUSTER']._serialized_start=1352
-  _globals['_CLUSTER']._serialized_end=1691
-  _globals['_LISTCLUSTERSREQUEST']._serialized_start=1693
-  _globals['_LISTCLUSTERSREQUEST']._serialized_end=1753
-  _globals['_LISTCLUSTERSRESPONSE']._serialized_start=1755
-  _globals['_LISTCLUSTERSRESPONSE']._serialized_end=1842
-  _globals['_EXEMPTION']._serialized_start=1845
-  _globals['_EXEMPTION']._serialized_end=2035
-  _globals['_LISTEXEMPTIONSREQUEST']._serialized_start=2037
-  _globals['_LISTEXEMPTIONSREQUEST']._serialized_end=2099
-  _globals['_LISTEXEMPTIONSRESPONSE']._serialized_start=2101
-  _globals['_LISTEXEMPTIONSRESPONSE']._serialized_end=2194
-  _globals['_PLANSTEP']._serialized_start=2197
-  _globals['_PLANSTEP']._serialized_end=2355
-  _globals['_CHECKLISTITEM']._serialized_start=2357
-  _globals['_CHECKLISTITEM']._serialized_end=2421
-  _globals['_PLANWAVE']._serialized_start=2423
-  _globals['_PLANWAVE']._serialized_end=2534
-  _globals['_UNPLANNEDHOST']._serialized_start=2536
-  _globals['_UNPLANNEDHOST']._serialized_end=2637
-  _globals['_GETPLANREQUEST']._serialized_start=2639
-  _globals['_GETPLANREQUEST']._serialized_end=2696
-  _globals['_GETPLANRESPONSE']._serialized_start=2698
-  _globals['_GETPLANRESPONSE']._serialized_end=2800
-  _globals['_QUERYSERVICE']._serialized_start=2803
-  _globals['_QUERYSERVICE']._serialized_end=3300
+  _globals['_EVALUATIONWATERMARK']._serialized_start=131
+  _globals['_EVALUATIONWATERMARK']._serialized_end=333
+  _globals['_EVALUATIONWAIT']._serialized_start=335
+  _globals['_EVALUATIONWAIT']._serialized_end=395
+  _globals['_HOST']._serialized_start=398
+  _globals['_HOST']._serialized_end=648
+  _globals['_LISTHOSTSREQUEST']._serialized_start=651
+  _globals['_LISTHOSTSREQUEST']._serialized_end=872
+  _globals['_LISTHOSTSRESPONSE']._serialized_start=875
+  _globals['_LISTHOSTSRESPONSE']._serialized_end=1007
+  _globals['_HOSTCHANGE']._serialized_start=1009
+  _globals['_HOSTCHANGE']._serialized_end=1108
+  _globals['_GETHOSTREQUEST']._serialized_start=1110
+  _globals['_GETHOSTREQUEST']._serialized_end=1201
+  _globals['_GETHOSTRESPONSE']._serialized_start=1204
+  _globals['_GETHOSTRESPONSE']._serialized_end=1350
+  _globals['_VIOLATION']._serialized_start=1353
+  _globals['_VIOLATION']._serialized_end=1545
+  _globals['_LISTVIOLATIONSREQUEST']._serialized_start=1548
+  _globals['_LISTVIOLATIONSREQUEST']._serialized_end=1760
+  _globals['_LISTVIOLATIONSRESPONSE']._serialized_start=1763
+  _globals['_LISTVIOLATIONSRESPONSE']._serialized_end=1910
+  _globals['_CLUSTERVERSIONCOUNT']._serialized_start=1912
+  _globals['_CLUSTERVERSIONCOUNT']._serialized_end=1987
+  _globals['_CLUSTER']._serialized_start=1990
+  _globals['_CLUSTER']._serialized_end=2329
+  _globals['_LISTCLUSTERSREQUEST']._serialized_start=2331
+  _globals['_LISTCLUSTERSREQUEST']._serialized_end=2391
+  _globals['_LISTCLUSTERSRESPONSE']._serialized_start=2393
+  _globals['_LISTCLUSTERSRESPONSE']._serialized_end=2480
+  _globals['_EXEMPTION']._serialized_start=2483
+  _globals['_EXEMPTION']._serialized_end=2673
+  _globals['_LISTEXEMPTIONSREQUEST']._serialized_start=2675
+  _globals['_LISTEXEMPTIONSREQUEST']._serialized_end=2737
+  _globals['_LISTEXEMPTIONSRESPONSE']._serialized_start=2739
+  _globals['_LISTEXEMPTIONSRESPONSE']._serialized_end=2832
+  _globals['_PLANSTEP']._serialized_start=2835
+  _globals['_PLANSTEP']._serialized_end=2993
+  _globals['_CHECKLISTITEM']._serialized_start=2995
+  _globals['_CHECKLISTITEM']._serialized_end=3059
+  _globals['_PLANWAVE']._serialized_start=3061
+  _globals['_PLANWAVE']._serialized_end=3172
+  _globals['_UNPLANNEDHOST']._serialized_start=3174
+  _globals['_UNPLANNEDHOST']._serialized_end=3275
+  _globals['_GETPLANREQUEST']._serialized_start=3277
+  _globals['_GETPLANREQUEST']._serialized_end=3334
+  _globals['_GETPLANRESPONSE']._serialized_start=3336
+  _globals['_GETPLANRESPONSE']._serialized_end=3438
+  _globals['_QUERYSERVICE']._serialized_start=3441
+  _globals['_QUERYSERVICE']._serialized_end=3938
 # @@protoc_insertion_point(module_scope)

@@ -5,6 +5,7 @@ The CLI and other readers query the collector here. Every list is paged."""
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -19,6 +20,82 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+@_typing.final
+class EvaluationWatermark(_message.Message):
+    """How far policy evaluation has got on the collector that answered. The counts are per
+    collector process (collector_id): each replica evaluates the reports it committed itself.
+    An answer that carries this mark reflects every report counted in reports_evaluated.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COLLECTOR_ID_FIELD_NUMBER: _builtins.int
+    REPORTS_COMMITTED_FIELD_NUMBER: _builtins.int
+    REPORTS_EVALUATED_FIELD_NUMBER: _builtins.int
+    EVALUATED_AT_FIELD_NUMBER: _builtins.int
+    OLDEST_PENDING_AT_FIELD_NUMBER: _builtins.int
+    collector_id: _builtins.str
+    """Random per collector process: marks with different ids do not compare."""
+    reports_committed: _builtins.int
+    """Reports this collector has committed since it started."""
+    reports_evaluated: _builtins.int
+    """Of those, the reports evaluation has covered (violations opened, escalated or resolved)."""
+    @_builtins.property
+    def evaluated_at(self) -> _timestamp_pb2.Timestamp:
+        """When the last evaluation pass ran: the fleet state, and stale windows, as of then. Unset
+        before the first pass.
+        """
+
+    @_builtins.property
+    def oldest_pending_at(self) -> _timestamp_pb2.Timestamp:
+        """When the oldest report evaluation has not covered was committed; unset when caught up."""
+
+    def __init__(
+        self,
+        *,
+        collector_id: _builtins.str = ...,
+        reports_committed: _builtins.int = ...,
+        reports_evaluated: _builtins.int = ...,
+        evaluated_at: _timestamp_pb2.Timestamp | None = ...,
+        oldest_pending_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["evaluated_at", b"evaluated_at", "oldest_pending_at", b"oldest_pending_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["collector_id", b"collector_id", "evaluated_at", b"evaluated_at", "oldest_pending_at", b"oldest_pending_at", "reports_committed", b"reports_committed", "reports_evaluated", b"reports_evaluated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EvaluationWatermark: _TypeAlias = EvaluationWatermark  # noqa: Y015
+
+@_typing.final
+class EvaluationWait(_message.Message):
+    """Wait, before answering, until evaluation has covered every report the collector had committed
+    when the call arrived.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """At most this long (the call's deadline also bounds it); unset or zero: 30 seconds, at most
+        300. When it passes first, the call fails with DEADLINE_EXCEEDED and a message saying how far
+        evaluation got.
+        """
+
+    def __init__(
+        self,
+        *,
+        timeout: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["timeout", b"timeout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["timeout", b"timeout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EvaluationWait: _TypeAlias = EvaluationWait  # noqa: Y015
 
 @_typing.final
 class Host(_message.Message):
@@ -72,6 +149,7 @@ class ListHostsRequest(_message.Message):
     CLUSTER_FIELD_NUMBER: _builtins.int
     FOREST_FIELD_NUMBER: _builtins.int
     STALE_ONLY_FIELD_NUMBER: _builtins.int
+    WAIT_FOR_EVALUATION_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     page_token: _builtins.str
     role: _builtins.str
@@ -80,6 +158,8 @@ class ListHostsRequest(_message.Message):
     cluster: _builtins.str
     forest: _builtins.str
     stale_only: _builtins.bool
+    @_builtins.property
+    def wait_for_evaluation(self) -> Global___EvaluationWait: ...
     def __init__(
         self,
         *,
@@ -90,10 +170,11 @@ class ListHostsRequest(_message.Message):
         cluster: _builtins.str = ...,
         forest: _builtins.str = ...,
         stale_only: _builtins.bool = ...,
+        wait_for_evaluation: Global___EvaluationWait | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["wait_for_evaluation", b"wait_for_evaluation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "forest", b"forest", "page_size", b"page_size", "page_token", b"page_token", "role", b"role", "stale_only", b"stale_only", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "forest", b"forest", "page_size", b"page_size", "page_token", b"page_token", "role", b"role", "stale_only", b"stale_only", "version", b"version", "wait_for_evaluation", b"wait_for_evaluation"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -105,18 +186,22 @@ class ListHostsResponse(_message.Message):
 
     HOSTS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    EVALUATION_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     @_builtins.property
     def hosts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Host]: ...
+    @_builtins.property
+    def evaluation(self) -> Global___EvaluationWatermark: ...
     def __init__(
         self,
         *,
         hosts: _abc.Iterable[Global___Host] | None = ...,
         next_page_token: _builtins.str = ...,
+        evaluation: Global___EvaluationWatermark | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["evaluation", b"evaluation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["hosts", b"hosts", "next_page_token", b"next_page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["evaluation", b"evaluation", "hosts", b"hosts", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -151,15 +236,19 @@ class GetHostRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     HOST_ID_FIELD_NUMBER: _builtins.int
+    WAIT_FOR_EVALUATION_FIELD_NUMBER: _builtins.int
     host_id: _builtins.str
+    @_builtins.property
+    def wait_for_evaluation(self) -> Global___EvaluationWait: ...
     def __init__(
         self,
         *,
         host_id: _builtins.str = ...,
+        wait_for_evaluation: Global___EvaluationWait | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["wait_for_evaluation", b"wait_for_evaluation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["host_id", b"host_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["host_id", b"host_id", "wait_for_evaluation", b"wait_for_evaluation"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -171,21 +260,25 @@ class GetHostResponse(_message.Message):
 
     HOST_FIELD_NUMBER: _builtins.int
     HISTORY_FIELD_NUMBER: _builtins.int
+    EVALUATION_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def host(self) -> Global___Host: ...
     @_builtins.property
     def history(self) -> _containers.RepeatedCompositeFieldContainer[Global___HostChange]:
         """Oldest first."""
 
+    @_builtins.property
+    def evaluation(self) -> Global___EvaluationWatermark: ...
     def __init__(
         self,
         *,
         host: Global___Host | None = ...,
         history: _abc.Iterable[Global___HostChange] | None = ...,
+        evaluation: Global___EvaluationWatermark | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["host", b"host"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["evaluation", b"evaluation", "host", b"host"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["history", b"history", "host", b"host"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["evaluation", b"evaluation", "history", b"history", "host", b"host"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -243,6 +336,7 @@ class ListViolationsRequest(_message.Message):
     SEVERITY_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     SINCE_FIELD_NUMBER: _builtins.int
+    WAIT_FOR_EVALUATION_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     page_token: _builtins.str
     policy: _builtins.str
@@ -251,6 +345,8 @@ class ListViolationsRequest(_message.Message):
     """"open" (default), "resolved" or "all"."""
     @_builtins.property
     def since(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def wait_for_evaluation(self) -> Global___EvaluationWait: ...
     def __init__(
         self,
         *,
@@ -260,10 +356,11 @@ class ListViolationsRequest(_message.Message):
         severity: _builtins.str = ...,
         state: _builtins.str = ...,
         since: _timestamp_pb2.Timestamp | None = ...,
+        wait_for_evaluation: Global___EvaluationWait | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "wait_for_evaluation", b"wait_for_evaluation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "policy", b"policy", "severity", b"severity", "since", b"since", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "policy", b"policy", "severity", b"severity", "since", b"since", "state", b"state", "wait_for_evaluation", b"wait_for_evaluation"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -275,18 +372,22 @@ class ListViolationsResponse(_message.Message):
 
     VIOLATIONS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    EVALUATION_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     @_builtins.property
     def violations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Violation]: ...
+    @_builtins.property
+    def evaluation(self) -> Global___EvaluationWatermark: ...
     def __init__(
         self,
         *,
         violations: _abc.Iterable[Global___Violation] | None = ...,
         next_page_token: _builtins.str = ...,
+        evaluation: Global___EvaluationWatermark | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["evaluation", b"evaluation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "violations", b"violations"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["evaluation", b"evaluation", "next_page_token", b"next_page_token", "violations", b"violations"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

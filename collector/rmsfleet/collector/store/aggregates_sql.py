@@ -41,6 +41,8 @@ class FleetAggregates:
     cluster_clients: list[ClusterClientCount]
     violations_by_policy_severity: dict[tuple[str, str], int]
     oldest_violation_by_policy: dict[str, datetime]
+    # (policy, severity, forest) -> open violations whose subject is in that AD forest.
+    violations_by_policy_severity_forest: dict[tuple[str, str, str], int]
 
 
 def compute_aggregates(session: Session, now: datetime, stale_after: timedelta) -> FleetAggregates:
@@ -112,4 +114,38 @@ def compute_aggregates(session: Session, now: datetime, stale_after: timedelta) 
         cluster_clients=cluster_clients,
         violations_by_policy_severity=violations,
         oldest_violation_by_policy=oldest,
+        violations_by_policy_severity_forest=violations_by_forest(session),
     )
+
+
+def violations_by_forest(session: Session) -> dict[tuple[str, str, str], int]:
+    """Open violations per (policy, severity, forest of the subject): a host's forest, the forest
+    of a cluster's servers (a cluster whose servers report two forests counts in both), a forest
+    subject itself. The rows are few (policies x severities x forests), so alerts and
+    Alertmanager can group and inhibit by forest without a per-host series."""
+    open_ = ViolationRow.resolved_at.is_(None)
+    cluster_forests = (
+        select(HostRow.server_cluster.label("cluster"), HostRow.forest)
+        .where(HostRow.server_cluster.is_not(None))
+        .distinct()
+        .subquery()
+    )
+    statements = [
+        select(ViolationRow.policy, ViolationRow.severity, HostRow.forest, func.count())
+        .join(HostRow, HostRow.host_id == ViolationRow.subject)
+        .where(open_, ViolationRow.subject_kind == "host")
+        .group_by(ViolationRow.policy, ViolationRow.severity, HostRow.forest),
+        select(ViolationRow.policy, ViolationRow.severity, cluster_forests.c.forest, func.count())
+        .join(cluster_forests, cluster_forests.c.cluster == ViolationRow.subject)
+        .where(open_, ViolationRow.subject_kind == "cluster")
+        .group_by(ViolationRow.policy, ViolationRow.severity, cluster_forests.c.forest),
+        select(ViolationRow.policy, ViolationRow.severity, ViolationRow.subject, func.count())
+        .where(open_, ViolationRow.subject_kind == "forest")
+        .group_by(ViolationRow.policy, ViolationRow.severity, ViolationRow.subject),
+    ]
+    counts: dict[tuple[str, str, str], int] = {}
+    for statement in statements:
+        for policy, severity, forest, count in session.execute(statement):
+            key = (str(policy), str(severity), str(forest))
+            counts[key] = counts.get(key, 0) + int(count)
+    return counts

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from rmsfleet.collector.reports import AppliedReport, IncomingReport, Outcome
 from rmsfleet.collector.store.models import HostHistoryRow, HostRow
-from rmsfleet.collector.store.rows import FACT_COLUMNS, facts_to_columns
+from rmsfleet.collector.store.rows import FACT_COLUMNS, facts_to_columns, utc
 
 # Well under SQLite's bound-parameter limit for the IN list.
 _SELECT_CHUNK = 900
@@ -88,7 +88,12 @@ def apply_reports(session: Session, reports: Sequence[IncomingReport]) -> list[A
         # FOR UPDATE (ignored by SQLite, which has one writer) serialises replicas that write the
         # same hosts, so the sequence check below cannot race; ordered to avoid deadlocks.
         statement = (
-            select(HostRow.host_id, HostRow.last_sequence, *[getattr(HostRow, c) for c in FACT_COLUMNS])
+            select(
+                HostRow.host_id,
+                HostRow.last_sequence,
+                HostRow.last_seen,
+                *[getattr(HostRow, c) for c in FACT_COLUMNS],
+            )
             .where(HostRow.host_id.in_(chunk))
             .order_by(HostRow.host_id)
             .with_for_update()
@@ -138,13 +143,14 @@ def apply_reports(session: Session, reports: Sequence[IncomingReport]) -> list[A
             history.append(
                 {**columns, "host_id": host_id, "changed_at": report.observed_at, "sequence": report.sequence}
             )
-        current[host_id] = {**columns, "last_sequence": report.sequence}
+        current[host_id] = {**columns, "last_sequence": report.sequence, "last_seen": report.received_at}
         by_index[index] = AppliedReport(
             host_id,
             report.sequence,
             Outcome.APPLIED,
             facts_changed=changed,
             touches_servers=changed and touches_servers,
+            previous_last_seen=None if known is None else utc(known["last_seen"]),
         )
 
     if inserts:
