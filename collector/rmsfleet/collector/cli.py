@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -118,10 +117,11 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 
 
 def run_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from rmsfleet.collector.log_format import configure_logging
     from rmsfleet.collector.server import serve
     from rmsfleet.collector.store.database import SchemaOutOfDate
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level)
     config = serve_config(args, env)
     try:
         serve(config)
