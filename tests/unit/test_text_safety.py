@@ -58,8 +58,12 @@ def test_every_identifier_of_the_facts_refuses_control_and_format_characters(cha
     elif field == "client.cluster":
         assert FACTS.client is not None
         facts = replace(FACTS, client=replace(FACTS.client, cluster=value))
+    elif field == "host_id":
+        facts = replace(FACTS, host_id=value)
+    elif field == "hostname":
+        facts = replace(FACTS, hostname=value)
     else:
-        facts = replace(FACTS, **{field: value})
+        facts = replace(FACTS, forest=value)
     with pytest.raises(InvalidFacts) as refused:
         validate(facts)
     assert refused.value.field == field
