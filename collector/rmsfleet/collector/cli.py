@@ -58,10 +58,19 @@ def build_parser() -> argparse.ArgumentParser:
         )
         return sub
 
-    hosts = query_command("hosts", "list hosts, show one host with its history, or revoke a host's node key")
-    hosts.add_argument("action", nargs="?", choices=["list", "show", "revoke"], default="list")
+    hosts = query_command(
+        "hosts", "list hosts, show one host with its history, revoke a host's node key or allow it to enroll again"
+    )
+    hosts.add_argument("action", nargs="?", choices=["list", "show", "revoke", "allow-reenroll"], default="list")
     hosts.add_argument("host_id", nargs="?", help="with `show` and `revoke`: the host")
-    hosts.add_argument("--db", help="with revoke: the database URL (RMSFLEET_DB); the revocation is written there")
+    hosts.add_argument(
+        "--db", help="with revoke, allow-reenroll: the database URL (RMSFLEET_DB); the change is written there"
+    )
+    hosts.add_argument(
+        "--for",
+        dest="for_",
+        help="with allow-reenroll: how long the allowance lasts, e.g. 30m, 2h, 7d (default 1h; used once)",
+    )
     hosts.add_argument("--role", choices=["server", "client"])
     hosts.add_argument("--version", choices=["RTM", "SP1", "SP2", "UNKNOWN"])
     hosts.add_argument("--cluster")
@@ -107,6 +116,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             return run_exemption_change(args, env)
         if args.command == "hosts" and args.action == "revoke":
             return run_revoke(args, env)
+        if args.command == "hosts" and args.action == "allow-reenroll":
+            from rmsfleet.collector.identity_admin import run_allow_reenroll
+
+            return run_allow_reenroll(args, env)
         return run_query(args, env, sys.stdout)
     except CliError as exc:
         print(f"rmsfleet-collector: {exc}", file=sys.stderr)

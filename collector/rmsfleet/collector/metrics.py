@@ -27,6 +27,18 @@ ACTIVATIONS = tuple(a.value for a in Activation)
 SEVERITIES = ("warning", "critical")
 # The long-running loops (liveness.LoopProgress names).
 LOOPS = ("writer", "evaluator")
+# What an Enroll call became (identity.py): admitted as new, after a revocation, under an
+# operator's allowance or by --enroll-replaces-keys; refused for the identity, the secret or the
+# client certificate.
+ENROLL_OUTCOMES = (
+    "new",
+    "after-revocation",
+    "allowed",
+    "replaced",
+    "refused-identity",
+    "refused-secret",
+    "refused-certificate",
+)
 
 
 class CollectorMetrics:
@@ -82,6 +94,20 @@ class CollectorMetrics:
             "Hosts the last full evaluation pass left out because their stored row cannot be read",
             registry=registry,
         )
+        # Limits and host identity (limits.py, identity.py): fixed label sets.
+        self.limited_calls = Counter(
+            "rmsfleet_limited_calls",
+            "Calls refused with RESOURCE_EXHAUSTED by a per-address limit",
+            ["limit"],
+            registry=registry,
+        )
+        self.enrollments = Counter(
+            "rmsfleet_enrollments", "Enrollments by what became of them", ["outcome"], registry=registry
+        )
+        for limit in ("in-flight", "enroll-rate"):
+            self.limited_calls.labels(limit=limit)
+        for outcome in ENROLL_OUTCOMES:
+            self.enrollments.labels(outcome=outcome)
         build = Gauge("rmsfleet_build_info", "The running build", ["version", "python"], registry=registry)
         build.labels(version=version, python=platform.python_version()).set(1)
         for outcome in ("applied", "duplicate", "invalid", "refused", "error"):
