@@ -4,8 +4,8 @@ named in the refusal, and printed escaped by the CLI's tables and the collector'
 from __future__ import annotations
 
 import io
-import re
 import logging
+import re
 from dataclasses import replace
 
 import pytest

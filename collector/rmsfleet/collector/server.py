@@ -183,7 +183,9 @@ def start(
     registry = CollectorRegistry()
     metrics = CollectorMetrics(registry, __version__)
     aggregates = AggregatesHolder()
-    registry.register(FleetStateCollector(aggregates, lambda: [p.id for p in POLICIES], clock))
+    registry.register(
+        FleetStateCollector(aggregates, lambda: [p.id for p in POLICIES], clock, config.metrics_max_clusters)
+    )
     evaluator = Evaluator(
         sessions,
         config.policy,
