@@ -16,7 +16,7 @@ and maps the exceptions to status codes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 # its subjectAltName DNS entries (IP, URI and e-mail entries have their own properties).
 COMMON_NAME = "x509_common_name"
 DNS_NAMES = "peer_dns"
+# What ServicerContext.auth_context() returns: property name -> list of values (bytes). The type
+# stubs say one bytes value per name; both are read.
+AuthContext = Mapping[str, object]
 
 
 class IdentityRefused(Exception):
@@ -76,20 +79,26 @@ class CertificateNames:
         return "; ".join(parts) or "no DNS name and no CN"
 
 
-def certificate_names(auth_context: Mapping[str, Iterable[bytes]]) -> CertificateNames | None:
+def certificate_names(auth_context: AuthContext) -> CertificateNames | None:
     """The client certificate's names from a call's auth context; None when the connection
     presented no certificate (plaintext, or TLS without client certificates)."""
     if COMMON_NAME not in auth_context and DNS_NAMES not in auth_context and "x509_pem_cert" not in auth_context:
         return None
-    common = [value.decode("utf-8", "replace") for value in auth_context.get(COMMON_NAME, ())]
-    dns = tuple(value.decode("utf-8", "replace") for value in auth_context.get(DNS_NAMES, ()))
+    common = _values(auth_context, COMMON_NAME)
+    dns = tuple(_values(auth_context, DNS_NAMES))
     return CertificateNames(common[0] if common else None, dns)
+
+
+def _values(auth_context: AuthContext, name: str) -> list[str]:
+    found = auth_context.get(name, ())
+    values = [found] if isinstance(found, bytes) else found if isinstance(found, list | tuple) else []
+    return [value.decode("utf-8", "replace") for value in values if isinstance(value, bytes)]
 
 
 class CertificateBinding:
     """`--bind-host-id-to-certificate`: the host id must be a name of the client certificate."""
 
-    def check(self, host_id: str, auth_context: Mapping[str, Iterable[bytes]]) -> None:
+    def check(self, host_id: str, auth_context: AuthContext) -> None:
         """Raise IdentityRefused when the connection's client certificate does not name `host_id`."""
         names = certificate_names(auth_context)
         if names is None:
@@ -131,7 +140,7 @@ class Enroller:
         self.replace_valid_keys = replace_valid_keys
         self.binding = binding
 
-    def enroll(self, host_id: str, secret: str, peer: str, auth_context: Mapping[str, Iterable[bytes]]) -> Enrolled:
+    def enroll(self, host_id: str, secret: str, peer: str, auth_context: AuthContext) -> Enrolled:
         """A new node key for `host_id`, or IdentityRefused / SecretNotAccepted /
         EnrollmentUnavailable. `host_id` is already checked against the contract's bounds."""
         if self.binding is not None:
