@@ -60,6 +60,7 @@ READY = re.compile(r"gRPC on \S+ \(port (\d+)\)")
 SECRET = "fuzz-enrollment-secret"
 POOL = 24  # hosts enrolled up front, so reports can carry a valid node key and reach the writer
 FORBIDDEN = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
+ROUND = 5000  # calls per hypothesis run: progress is reported, and the time budget checked, in between
 SERVICE = "/rmsfleet.v1."
 
 # --- what a request is made of ---------------------------------------------------------------
@@ -486,8 +487,18 @@ def run_round(
     run()
 
 
-def fuzz(db_url: str, inputs: int, *, seed_value: int = 0, batch: int = 16, workdir: Path | None = None) -> Findings:
-    """Fuzz a fresh collector on `db_url` with about `inputs` calls; returns what was seen."""
+def fuzz(
+    db_url: str,
+    inputs: int,
+    *,
+    seed_value: int = 0,
+    batch: int = 16,
+    workdir: Path | None = None,
+    max_seconds: float | None = None,
+    progress: Callable[[Findings], None] | None = None,
+) -> Findings:
+    """Fuzz a fresh collector on `db_url` with `inputs` calls (or as many as `max_seconds` allow);
+    returns what was seen. `progress` is called after each round of at most ROUND calls."""
     findings = Findings()
     with tempfile.TemporaryDirectory(prefix="rmsfleet-fuzz-") as scratch:
         target = start_target(db_url, workdir or Path(scratch))
@@ -508,12 +519,15 @@ def fuzz(db_url: str, inputs: int, *, seed_value: int = 0, batch: int = 16, work
 
                 started = time.monotonic()
                 round_number = 0
-                while findings.inputs < inputs:
+                stop_at = None if max_seconds is None else started + max_seconds
+                while findings.inputs < inputs and (stop_at is None or time.monotonic() < stop_at):
                     # A batch holds (1 + batch) / 2 calls on average; rounds go on until the count is reached.
-                    examples = max(1, (inputs - findings.inputs) * 2 // (batch + 1))
+                    examples = max(1, min(inputs - findings.inputs, ROUND) * 2 // (batch + 1))
                     run_round(pool, send, findings, examples, seed_value + round_number, batch)
                     round_number += 1
-                findings.seconds = time.monotonic() - started
+                    findings.seconds = time.monotonic() - started
+                    if progress is not None:
+                        progress(findings)
             if target.process.poll() is not None:
                 findings.problems.append(f"the collector exited with {target.process.returncode}")
             elif health(target) != health_pb2.HealthCheckResponse.SERVING:
@@ -577,6 +591,7 @@ def main() -> int:
     parser.add_argument("--db", default="sqlite", help="sqlite, postgres, or a database URL")
     parser.add_argument("--inputs", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=None, help="hypothesis seed (default: random)")
+    parser.add_argument("--seconds", type=float, default=None, help="stop after this long, whatever the count")
     parser.add_argument(
         "--postgres",
         default=os.environ.get("RMSFLEET_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"),
@@ -596,7 +611,17 @@ def main() -> int:
         else:
             url = args.db
         try:
-            findings = fuzz(url, args.inputs, seed_value=seed_value)
+            findings = fuzz(
+                url,
+                args.inputs,
+                seed_value=seed_value,
+                max_seconds=args.seconds,
+                progress=lambda f: print(
+                    f"... {f.inputs} inputs in {f.seconds:.0f} s, {len(f.problems)} finding(s)",
+                    file=sys.stderr,
+                    flush=True,
+                ),
+            )
         finally:
             if scratch is not None:
                 from bench.scratch_db import drop_postgres
