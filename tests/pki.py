@@ -69,7 +69,11 @@ class Authority:
         authority.cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
         return authority
 
-    def issue(self, common_name: str, *, server: bool, names: tuple[str, ...] = ("localhost", "127.0.0.1")) -> Issued:
+    def issue(self, common_name: str, *, server: bool, names: tuple[str, ...] | None = None) -> Issued:
+        """A certificate for `common_name`; `names` are its subjectAltName entries (IP addresses or
+        DNS names): by default localhost and 127.0.0.1 for a server, none for a client."""
+        if names is None:
+            names = ("localhost", "127.0.0.1") if server else ()
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
         builder = (
@@ -90,7 +94,7 @@ class Authority:
                 critical=False,
             )
         )
-        if server:
+        if names:
             alternatives: list[x509.GeneralName] = []
             for name in names:
                 try:

@@ -90,9 +90,10 @@ def test_collector_listens_where_its_ports_are_declared() -> None:
     container = collector()
     variables = env(container)
     declared = ports(container)
-    assert declared == {"grpc": 50051, "metrics": 9464}
+    assert declared == {"grpc": 50051, "metrics": 9464, "health": 8081}
     assert variables["RMSFLEET_LISTEN"]["value"] == f"0.0.0.0:{declared['grpc']}"
     assert variables["RMSFLEET_METRICS_LISTEN"]["value"] == f"0.0.0.0:{declared['metrics']}"
+    assert variables["RMSFLEET_HEALTH_LISTEN"]["value"] == f"0.0.0.0:{declared['health']}"
 
 
 def test_service_reaches_the_collector_pods_on_declared_ports() -> None:
@@ -120,17 +121,41 @@ def test_probes_ask_the_grpc_health_service_on_a_declared_port() -> None:
         assert action is not None, kind
         port = action["port"]
         assert port in declared.values() or port in declared, f"{kind} probes port {port}, which is not declared"
-    assert found["readinessProbe"]["grpc"] == {"port": declared["grpc"], "service": inventory}
+    assert found["readinessProbe"]["grpc"] == {"port": declared["health"], "service": inventory}
     assert found["livenessProbe"]["grpc"]["service"] == ""
 
 
-def test_tls_is_not_enabled_under_plaintext_grpc_probes() -> None:
-    """The kubelet's gRPC probe speaks plaintext: serving TLS on the probed port would keep
-    every pod unready. Whoever enables TLS must change the probes too (docs/deploy.md)."""
+def test_tls_stays_on_the_report_port_and_probes_ask_the_plaintext_health_listener() -> None:
+    """The kubelet's gRPC probe speaks plaintext: it asks the health-only listener
+    (RMSFLEET_HEALTH_LISTEN), so the report port keeps TLS. A gRPC probe on a TLS port would keep
+    every pod unready (docs/deploy.md)."""
     container = collector()
-    tls = {"RMSFLEET_TLS_CERT", "RMSFLEET_TLS_KEY"} & set(env(container))
-    grpc_probes = [kind for kind, probe in probes(container) if "grpc" in probe and "mode" not in probe["grpc"]]
-    assert not (tls and grpc_probes), f"{sorted(tls)} set while {grpc_probes} probe in plaintext"
+    variables = env(container)
+    declared = ports(container)
+    assert {"RMSFLEET_TLS_CERT", "RMSFLEET_TLS_KEY"} <= set(variables), "TLS on the report port"
+    assert "RMSFLEET_INSECURE" not in variables
+    health_port = int(variables["RMSFLEET_HEALTH_LISTEN"]["value"].rsplit(":", 1)[1])
+    for kind, probe in probes(container):
+        assert "grpc" in probe, kind
+        port = probe["grpc"]["port"]
+        assert declared.get(port, port) == health_port, f"{kind} probes port {port}, not the health listener"
+    service = find("Service", "rmsfleet-collector")
+    assert health_port not in {p["port"] for p in service["spec"]["ports"]}, "the probe port stays off the Service"
+
+
+def test_the_tls_files_are_mounted_from_the_example_secret() -> None:
+    deployment = find("Deployment", "rmsfleet-collector")
+    container = collector()
+    variables = env(container)
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    (name,) = [n for n, path in mounts.items() if variables["RMSFLEET_TLS_CERT"]["value"].startswith(path + "/")]
+    assert variables["RMSFLEET_TLS_KEY"]["value"].startswith(mounts[name] + "/")
+    secret = volumes[name]["secret"]["secretName"]
+    examples = {doc["metadata"]["name"]: doc for path, doc in load_manifests() if path.name == "secret-example.yaml"}
+    assert examples[secret]["type"] == "kubernetes.io/tls"
+    for variable in ("RMSFLEET_TLS_CERT", "RMSFLEET_TLS_KEY"):
+        assert variables[variable]["value"].rsplit("/", 1)[1] in examples[secret]["stringData"]
 
 
 def test_plaintext_on_the_pod_network_is_explicit() -> None:
@@ -147,6 +172,8 @@ def test_prometheus_annotations_point_at_the_metrics_port() -> None:
     assert annotations["prometheus.io/scrape"] == "true"
     assert annotations["prometheus.io/port"] == str(ports(collector())["metrics"])
     assert annotations["prometheus.io/path"] == "/metrics"
+    # /metrics follows the report port's TLS (the same certificate files).
+    assert annotations["prometheus.io/scheme"] == ("https" if "RMSFLEET_TLS_CERT" in env(collector()) else "http")
 
 
 def secret_refs(container: dict[str, Any]) -> dict[str, tuple[str, str]]:

@@ -23,7 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]
 FLEET = ROOT / "examples" / "fleet"
-READY = re.compile(r"gRPC on \S+ \(port (\d+)\), metrics on http://([\d.]+):(\d+)/metrics")
+READY = re.compile(r"gRPC on \S+ \(port (\d+)\), metrics on (https?)://([\d.]+):(\d+)/metrics")
 
 
 def command(name: str) -> str:
@@ -113,7 +113,10 @@ def start_collector(
         match = READY.search(log_path.read_text())
         if match:
             collector = Collector(
-                process, f"127.0.0.1:{match.group(1)}", f"http://{match.group(2)}:{match.group(3)}/metrics", log_path
+                process,
+                f"127.0.0.1:{match.group(1)}",
+                f"{match.group(2)}://{match.group(3)}:{match.group(4)}/metrics",
+                log_path,
             )
             wait_serving(collector.address, credentials=credentials)
             return collector

@@ -13,7 +13,15 @@ import pytest
 
 from rmsfleet.agent.config import AgentConfig, SenderConfig
 from rmsfleet.agent.outbox import Outbox
-from rmsfleet.agent.runner import EXIT_ENROLLMENT, EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, Problem, Runner
+from rmsfleet.agent.runner import (
+    EXIT_ENROLLMENT,
+    EXIT_IDENTITY,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_UNREACHABLE,
+    Problem,
+    Runner,
+)
 from rmsfleet.agent.transport import RpcFailure
 from rmsfleet.contract.facts import Activation, ClientFacts, HostFacts, Version
 from rmsfleet.v1 import inventory_pb2
@@ -111,12 +119,49 @@ def test_a_refused_report_is_set_aside_with_the_collectors_reason_and_the_next_i
 
 
 def test_once_exits_4_when_its_own_report_is_refused(tmp_path: Path, outbox: Outbox) -> None:
-    link = FakeLink("c:1", reports=[RpcFailure("PERMISSION_DENIED", "node key does not belong to host run-01")])
+    link = FakeLink("c:1", reports=[RpcFailure("FAILED_PRECONDITION", "sequence: expected at most 9 for this host")])
     code, message = make_runner(tmp_path, outbox, [link]).run_once()
     assert code == EXIT_REFUSED
-    assert (
-        message == "the collector at c:1 refused the report: PERMISSION_DENIED: node key does not belong to host run-01"
+    assert message == (
+        "the collector at c:1 refused the report: FAILED_PRECONDITION: sequence: expected at most 9 for this host"
     )
+
+
+WRONG_HOST = RpcFailure("PERMISSION_DENIED", "node key does not belong to host run-01: another machine enrolled")
+TAKEN = RpcFailure("PERMISSION_DENIED", "host run-01 already holds a valid node key (enrolled 2026-12-01T10:00:00Z)")
+
+
+def test_a_refused_identity_keeps_the_report_and_exits_6_with_the_collectors_reason(
+    tmp_path: Path, outbox: Outbox
+) -> None:
+    # No enrollment secret: a collector binding host ids to certificates refuses the report.
+    link = FakeLink("c:1", reports=[RpcFailure("PERMISSION_DENIED", "host run-01 is not named by the client cert")])
+    code, message = make_runner(tmp_path, outbox, [link]).run_once()
+    assert code == EXIT_IDENTITY
+    assert message is not None and "\n" not in message
+    assert message.startswith("the collector at c:1 refused report ")
+    assert message.endswith("of host run-01: host run-01 is not named by the client cert")
+    assert outbox.refused() == [], "never set aside: every later report of the host would go the same way"
+    assert outbox.pending_count() == 1
+
+
+def test_a_key_another_machine_replaced_tries_to_enroll_and_keeps_the_old_key_when_refused(
+    tmp_path: Path, outbox: Outbox
+) -> None:
+    link = FakeLink("c:1", reports=[WRONG_HOST, WRONG_HOST], enrolls=["key-1", TAKEN])
+    runner = make_runner(tmp_path, outbox, [link], secret="s3cret")
+    outbox.put(facts(), runner._clock())
+    failure = runner.drain()
+    assert failure is not None and failure.problem is Problem.IDENTITY_REFUSED and failure.this_host_only
+    assert failure.message == ("the collector at c:1 refused to enroll this machine as host run-01: " + TAKEN.details)
+    assert outbox.node_key() == "key-1", "a refused enrollment leaves the key it had"
+    assert outbox.pending_count() == 1 and outbox.refused() == []
+    # An operator allowed the re-enrollment: the next attempt enrolls and the report goes through.
+    link.reports = [WRONG_HOST]
+    link.enrolls = ["key-3"]
+    assert runner.drain() is None
+    assert outbox.node_key() == "key-3" and outbox.pending_count() == 0
+    assert [request.node_key for request in link.sent[-2:]] == ["key-1", "key-3"]
 
 
 def test_retryable_failures_fail_over_to_the_next_address_and_stay_there(tmp_path: Path, outbox: Outbox) -> None:

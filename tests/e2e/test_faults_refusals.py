@@ -45,7 +45,7 @@ def agent_errors(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("rmsfleet-agent:")]
 
 
-def test_a_report_with_another_hosts_node_key_is_refused_and_set_aside(tmp_path: Path) -> None:
+def test_a_report_with_another_hosts_node_key_is_refused_and_kept(tmp_path: Path) -> None:
     db = tmp_path / "rmsfleet.db"
     collector_secrets, agent_secret = secret_files(tmp_path)
     collector = start_collector(tmp_path, f"sqlite:///{db}", ["--enroll-secret-file", str(collector_secrets)])
@@ -62,16 +62,17 @@ def test_a_report_with_another_hosts_node_key_is_refused_and_set_aside(tmp_path:
         done = run_agent(
             *common, "--facts", str(facts_file(tmp_path, "key-b", 2)), "--state-dir", str(tmp_path / "key-b")
         )
-        assert done.returncode == 4, done.stderr
+        assert done.returncode == 6, done.stderr
         (line,) = agent_errors(done.stderr)
-        assert "refused the report: PERMISSION_DENIED: node key does not belong to host key-b" in line
+        # The agent tries to enroll (host b holds a valid key, so that is refused too) and says so.
+        assert "refused to enroll this machine as host key-b: host key-b already holds a valid node key" in line
         assert "PERMISSION_DENIED: node key does not belong to host key-b" in collector.log()
-        # Never a silent overwrite: b keeps its first facts, and the refused report is set aside.
+        # Never a silent overwrite: b keeps its first facts; the report is kept for a retry, never
+        # set aside (every later report of the host would go the same way).
         assert hostnames(db) == {"key-a": "key-a-v1.corp.example", "key-b": "key-b-v1.corp.example"}
         with sqlite3.connect(tmp_path / "key-b" / "outbox.sqlite3") as outbox:
-            assert outbox.execute("SELECT count(*) FROM pending").fetchone()[0] == 0
-            (reason,) = outbox.execute("SELECT reason FROM refused").fetchone()
-        assert reason == "PERMISSION_DENIED: node key does not belong to host key-b"
+            assert outbox.execute("SELECT count(*) FROM pending").fetchone()[0] == 1
+            assert outbox.execute("SELECT count(*) FROM refused").fetchone()[0] == 0
     finally:
         assert collector.stop() == 0, collector.log()
 

@@ -170,6 +170,11 @@ def test_a_host_frozen_by_an_earlier_release_starts_a_new_sequence_when_it_enrol
         stuck.node_key = key
         assert not live.inventory.Report(stuck, timeout=30).applied
         # The way out (docs/limits.md): revoke and enroll again; the new key starts a new sequence.
+        # (Enrolling again while the key is valid is refused: docs/security.md, "Host identity".)
+        with pytest.raises(grpc.RpcError) as refused:
+            live.inventory.Enroll(enroll, timeout=30)
+        assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+        live.sql("UPDATE node_keys SET revoked_at = CURRENT_TIMESTAMP WHERE host_id = 'ws-2'")
         new_key = live.inventory.Enroll(enroll, timeout=30).node_key
         again = report("ws-2", start + 2, "v3.corp.example")
         again.node_key = new_key

@@ -77,6 +77,10 @@ class Outcome(enum.Enum):
     RETRY = "retry"  # keep the report, wait (Backoff), send again
     REENROLL = "reenroll"  # the node key is not accepted: clear it, enroll, send again
     REFUSED = "refused"  # this report will never be accepted: set it aside, go on with the next
+    # The collector does not let this agent speak for the host id (PERMISSION_DENIED: another
+    # machine holds the id, or the client certificate does not name it). Not the report's fault:
+    # keep it, say so loudly, try to enroll, and retry with backoff until an operator settles it.
+    IDENTITY = "identity"
 
 
 # Transient by nature: the collector is down, overloaded, restarting or timed out.
@@ -101,7 +105,6 @@ _RETRY = frozenset(
 _REFUSED = frozenset(
     {
         "INVALID_ARGUMENT",
-        "PERMISSION_DENIED",
         "FAILED_PRECONDITION",
         "OUT_OF_RANGE",
         "NOT_FOUND",
@@ -123,6 +126,8 @@ def classify_status(code_name: str) -> Outcome:
         raise ValueError("OK is not a failure")
     if name == "UNAUTHENTICATED":
         return Outcome.REENROLL
+    if name == "PERMISSION_DENIED":
+        return Outcome.IDENTITY
     if name in _REFUSED:
         return Outcome.REFUSED
     if name in _RETRY:

@@ -9,7 +9,12 @@ What each failure does (backoff.classify_status):
   tried at once; when every address failed in a row, wait Backoff.next_delay() and go round again.
 - REENROLL (UNAUTHENTICATED): forget the node key, enroll again with the enrollment secret, send
   again. Without a secret the report stays and the agent says what to configure.
-- REFUSED (INVALID_ARGUMENT, PERMISSION_DENIED, ...): set the report aside with the collector's
+- IDENTITY (PERMISSION_DENIED): the collector does not let this agent speak for the host id
+  (another machine holds it, or the client certificate does not name it). The report stays; the
+  agent tries to enroll (when it has a secret; the key it has is kept unless a new one is issued),
+  and otherwise logs one ERROR line saying why and what settles it, and retries with backoff.
+  Never a silent set-aside: every later report of the host would go the same way.
+- REFUSED (INVALID_ARGUMENT, FAILED_PRECONDITION, ...): set the report aside with the collector's
   reason, log it, go on with the next.
 
 The outbox's own storage failing (locked by another process, disk full: OutboxStorageError) is
@@ -50,6 +55,7 @@ EXIT_CONFIG = 2  # a bad facts file, probe or configuration, or an outbox that c
 EXIT_UNREACHABLE = 3
 EXIT_REFUSED = 4
 EXIT_ENROLLMENT = 5
+EXIT_IDENTITY = 6  # the collector refuses this host id to this agent (PERMISSION_DENIED)
 
 
 class SecretFileError(Exception):
@@ -75,6 +81,7 @@ class Problem(enum.Enum):
     NEEDS_ENROLLMENT = "needs-enrollment"  # the collector wants a node key and we cannot get one
     ENROLLMENT_REFUSED = "enrollment-refused"  # the collector refused the enrollment secret
     STORAGE = "storage"  # the outbox could not be read or written: wait and try again
+    IDENTITY_REFUSED = "identity-refused"  # the collector refuses this host id to us: retry with backoff
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +95,15 @@ class Failure:
             return EXIT_UNREACHABLE
         if self.problem is Problem.STORAGE:
             return EXIT_CONFIG
+        if self.problem is Problem.IDENTITY_REFUSED:
+            return EXIT_IDENTITY
         return EXIT_ENROLLMENT
+
+    @property
+    def this_host_only(self) -> bool:
+        """True when the failure concerns this host id alone (a sender of many hosts goes on with
+        the others); False when it concerns the collector or the configuration."""
+        return self.problem is Problem.IDENTITY_REFUSED
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +198,12 @@ class Runner:
             return key or ""
         if key and self.outbox.node_key_host() in (None, host_id):
             return key
+        return self._enroll(host_id)
+
+    def _enroll(self, host_id: str) -> str | Failure:
+        """Enroll `host_id` and keep the new key; on a refusal the key stored before (if any) is
+        kept, so a refusal that an operator lifts later costs nothing ("" = no enrollment here)."""
+        assert self.config.enroll_secret_file is not None
         try:
             secret = read_enroll_secret(self.config.enroll_secret_file)
         except SecretFileError as exc:
@@ -200,11 +221,17 @@ class Runner:
                     )
                     self._without_enrollment_noted = True
                 return ""
-            if failure.code in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+            if failure.code == "UNAUTHENTICATED":
                 return Failure(
                     Problem.ENROLLMENT_REFUSED,
                     f"the collector at {link.address} refused the enrollment secret from "
                     f"{self.config.enroll_secret_file} ({failure}): put a secret the collector accepts in that file",
+                )
+            if failure.code == "PERMISSION_DENIED":
+                return Failure(
+                    Problem.IDENTITY_REFUSED,
+                    f"the collector at {link.address} refused to enroll this machine as host {host_id}: "
+                    f"{failure.details}",
                 )
             if classify_status(failure.code) is Outcome.RETRY:
                 return Failure(
@@ -247,6 +274,20 @@ class Runner:
                 log.warning("the collector at %s refused the node key (%s): enrolling again", link.address, failure)
                 self.outbox.clear_node_key()
                 return self.deliver(entry, reenrolled=True)
+            if outcome is Outcome.IDENTITY:
+                if self.config.enroll_secret_file is not None and not reenrolled:
+                    # A new key settles it when an operator allowed this host to enroll again;
+                    # otherwise the enrollment's refusal says why, and the old key is kept.
+                    enrolled = self._enroll(host_id)
+                    if isinstance(enrolled, Failure):
+                        return enrolled
+                    if enrolled:
+                        return self.deliver(entry, reenrolled=True)
+                return Failure(
+                    Problem.IDENTITY_REFUSED,
+                    f"the collector at {link.address} refused report {entry.sequence} of host {host_id}: "
+                    f"{failure.details}",
+                )
             if outcome is Outcome.REFUSED:
                 reason = str(failure)
                 log.error(
@@ -374,6 +415,16 @@ class Runner:
                         "%s; reports stay in the outbox (one acknowledged meanwhile is sent again and applied once), "
                         "next attempt in %.1f s",
                         failure.message,
+                        delay,
+                    )
+                elif failure.problem is Problem.IDENTITY_REFUSED:
+                    # Loud (ERROR, every attempt) and retried: an operator settles it, and the
+                    # reports wait for that instead of being set aside.
+                    delay = self.backoff.next_delay()
+                    log.error(
+                        "%s; %s report(s) kept in the outbox, next attempt in %.1f s",
+                        failure.message,
+                        self._pending_count(),
                         delay,
                     )
                 elif failure.problem is Problem.UNREACHABLE:

@@ -27,8 +27,9 @@ from rmsfleet.collector.store.database import (
     require_schema_at_head,
     upgrade_to_head,
 )
-from rmsfleet.collector.store.identity_sql import revoke_node_key
-from rmsfleet.contract.facts import MAX_URL_LENGTH
+from rmsfleet.collector.store.identity_sql import allow_reenroll as write_allowance
+from rmsfleet.collector.store.identity_sql import node_key_record, revoke_node_key
+from rmsfleet.contract.facts import MAX_ID_LENGTH, MAX_URL_LENGTH
 
 T = TypeVar("T")
 SUBJECT_KINDS = ("cluster", "host", "forest")
@@ -130,3 +131,31 @@ def revoke_host(url: str, host_id: str, now: datetime) -> str:
         f"revoked the node key of host {host_id} (enrolled {record.created_at.isoformat()}, revoked "
         f"{revoked}): its reports are refused until it enrolls again"
     )
+
+
+def allow_reenroll(url: str, host_id: str, for_: str | None, now: datetime) -> str:
+    """Let a host that holds a valid node key enroll once more (a reinstalled machine, a lost
+    state directory) until the allowance expires (docs/security.md, host identity)."""
+    from rmsfleet.collector.identity_admin import DEFAULT_ALLOWANCE, DurationError, parse_duration
+
+    host_id = _text("HOST_ID", host_id, MAX_ID_LENGTH)
+    try:
+        duration = parse_duration(for_) if for_ else DEFAULT_ALLOWANCE
+    except DurationError as exc:
+        raise AdminError(f"hosts allow-reenroll: --for: {exc}", bad_input=True) from None
+    until = now + duration
+
+    def change(session: Session) -> object:
+        record = node_key_record(session, host_id)
+        write_allowance(session, host_id, now, until)
+        return record
+
+    record = _write("hosts allow-reenroll", url, change)
+    stamp = until.isoformat(timespec="seconds").replace("+00:00", "Z")
+    if record is None:
+        state = "it has never enrolled, so it needs no allowance for its first enrollment"
+    elif getattr(record, "revoked_at", None) is not None:
+        state = "its key is revoked, so it may enroll again anyway"
+    else:
+        state = "its current key stays valid until the new enrollment replaces it"
+    return f"host {host_id} may enroll once more until {stamp} ({state})"

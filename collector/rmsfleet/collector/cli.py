@@ -41,6 +41,7 @@ ACCEPTS: dict[tuple[str, str | None], frozenset[str]] = {
     ("hosts", "list"): QUERY | EVALUATED | {"role", "version", "cluster", "forest", "stale"},
     ("hosts", "show"): QUERY | EVALUATED,
     ("hosts", "revoke"): frozenset({"db"}),
+    ("hosts", "allow-reenroll"): frozenset({"db", "for_"}),
     ("violations", None): QUERY | EVALUATED | {"policy", "severity", "state", "since"},
     ("clusters", None): QUERY,
     ("exemptions", "list"): QUERY,
@@ -48,7 +49,7 @@ ACCEPTS: dict[tuple[str, str | None], frozenset[str]] = {
     ("exemptions", "remove"): frozenset({"db", "id"}),
     ("plan", None): QUERY | {"max_unavailable", "forest"},
 }
-WRITES = {("hosts", "revoke"), ("exemptions", "add"), ("exemptions", "remove")}
+WRITES = {("hosts", "revoke"), ("hosts", "allow-reenroll"), ("exemptions", "add"), ("exemptions", "remove")}
 
 
 class CliError(Exception):
@@ -109,11 +110,20 @@ def build_parser() -> argparse.ArgumentParser:
             f"then exit {EXIT_NOT_EVALUATED} saying how far evaluation got",
         )
 
-    hosts = query_command("hosts", "list hosts, show one host with its history, or revoke a host's node key")
+    hosts = query_command(
+        "hosts", "list hosts, show one host with its history, revoke a host's node key or allow it to enroll again"
+    )
     evaluation_wait(hosts)
-    hosts.add_argument("action", nargs="?", choices=["list", "show", "revoke"], default="list")
+    hosts.add_argument("action", nargs="?", choices=["list", "show", "revoke", "allow-reenroll"], default="list")
     hosts.add_argument("host_id", nargs="?", help="with `show` and `revoke`: the host")
-    hosts.add_argument("--db", help="with revoke: the database URL (RMSFLEET_DB); the revocation is written there")
+    hosts.add_argument(
+        "--db", help="with revoke, allow-reenroll: the database URL (RMSFLEET_DB); the change is written there"
+    )
+    hosts.add_argument(
+        "--for",
+        dest="for_",
+        help="with allow-reenroll: how long the allowance lasts, e.g. 30m, 2h, 7d (default 1h; used once)",
+    )
     hosts.add_argument("--role", choices=["server", "client"])
     hosts.add_argument("--version", choices=VERSION_CHOICES)
     hosts.add_argument("--cluster")
@@ -192,7 +202,7 @@ def check_options(args: argparse.Namespace, key: tuple[str, str | None]) -> None
     if getattr(args, "wait_timeout", None) is not None and not args.wait_for_evaluation:
         raise CliError(f"{name}: --wait-timeout applies only with --wait-for-evaluation", EXIT_USAGE)
     host_id = getattr(args, "host_id", None)
-    if host_id is not None and key not in (("hosts", "show"), ("hosts", "revoke")):
+    if host_id is not None and key not in (("hosts", "show"), ("hosts", "revoke"), ("hosts", "allow-reenroll")):
         raise CliError(f"{name}: takes no HOST_ID (to see one host: hosts show HOST_ID)", EXIT_USAGE)
 
 
@@ -257,6 +267,13 @@ def run_write(args: argparse.Namespace, key: tuple[str, str | None], env: Mappin
                     "hosts revoke: name the host (rmsfleet-collector hosts revoke HOST_ID --db URL)", EXIT_USAGE
                 )
             return _print(admin.revoke_host(url, args.host_id, now))
+        if key == ("hosts", "allow-reenroll"):
+            if not args.host_id:
+                raise CliError(
+                    "hosts allow-reenroll: name the host (rmsfleet-collector hosts allow-reenroll HOST_ID --db URL)",
+                    EXIT_USAGE,
+                )
+            return _print(admin.allow_reenroll(url, args.host_id, args.for_, now))
         if args.action == "add":
             required = {"--policy": args.policy, "--subject-kind": args.subject_kind, "--subject": args.subject}
             missing = [flag for flag, value in {**required, "--reason": args.reason}.items() if not value]

@@ -46,6 +46,17 @@ class ServeConfig:
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
     insecure: bool = False
+    # Host identity (identity.py, docs/security.md): an enrollment may replace a valid node key
+    # (the behaviour before the identity rule), and host ids must match the client certificate.
+    enroll_replaces_keys: bool = False
+    bind_host_id_to_certificate: bool = False
+    # Limits (limits.py, docs/limits.md): calls in flight per client address, enrollments per
+    # client address per minute, clusters exported with their own metric label.
+    max_calls_per_peer: int = 16
+    enroll_per_minute: int = 30
+    metrics_max_clusters: int = 500
+    # A plaintext listener that serves only the gRPC health service (health_listener.py).
+    health_listen: str | None = None
 
     @property
     def tls(self) -> bool:
@@ -67,6 +78,22 @@ def check_transport(config: ServeConfig) -> None:
             f"--listen {config.listen}: refusing plaintext gRPC on an address other hosts can reach; "
             "serve TLS with --tls-cert and --tls-key, or pass --insecure (RMSFLEET_INSECURE=1) to accept plaintext"
         )
+    # /metrics follows the same rule: TLS with the same files, plaintext only on loopback or with
+    # --insecure (it names clusters and versions; a scrape is not a secret, but not everyone's).
+    metrics_host, _port = split_host_port(config.metrics_listen, "--metrics-listen")
+    if not config.tls and not config.insecure and not is_loopback_host(metrics_host):
+        raise ConfigError(
+            f"--metrics-listen {config.metrics_listen}: refusing plaintext /metrics on an address other hosts can "
+            "reach; serve TLS with --tls-cert and --tls-key (used for /metrics too), or pass --insecure "
+            "(RMSFLEET_INSECURE=1) to accept plaintext"
+        )
+    if config.bind_host_id_to_certificate and config.tls_client_ca is None:
+        raise ConfigError(
+            "--bind-host-id-to-certificate needs client certificates: mutual TLS with --tls-client-ca "
+            "(and --tls-cert, --tls-key)"
+        )
+    if config.health_listen is not None:
+        split_host_port(config.health_listen, "--health-listen")
 
 
 def split_host_port(value: str, what: str, *, any_port: bool = True) -> tuple[str, int]:
@@ -135,6 +162,42 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         default=None,
         help="allow plaintext gRPC on a non-loopback --listen address (RMSFLEET_INSECURE=1)",
+    )
+    parser.add_argument(
+        "--enroll-replaces-keys",
+        action="store_true",
+        default=None,
+        help="let any enrollment replace a host's valid node key: whoever holds an enrollment secret can take over "
+        "any host id (RMSFLEET_ENROLL_REPLACES_KEYS=1; default off, docs/security.md)",
+    )
+    parser.add_argument(
+        "--bind-host-id-to-certificate",
+        action="store_true",
+        default=None,
+        help="with mutual TLS: a host id must be a SAN DNS name or the CN of the client certificate, for Report and "
+        "Enroll (RMSFLEET_BIND_HOST_ID_TO_CERTIFICATE=1)",
+    )
+    parser.add_argument(
+        "--health-listen",
+        help="also serve the gRPC health service alone, in plaintext, on HOST:PORT, for probes that cannot speak "
+        "TLS (RMSFLEET_HEALTH_LISTEN; default: none)",
+    )
+    parser.add_argument(
+        "--max-calls-per-peer",
+        type=int,
+        help="calls in flight from one client address; more are refused with RESOURCE_EXHAUSTED "
+        "(RMSFLEET_MAX_CALLS_PER_PEER; default 16)",
+    )
+    parser.add_argument(
+        "--enroll-per-minute",
+        type=int,
+        help="Enroll calls per client address per minute (RMSFLEET_ENROLL_PER_MINUTE; default 30)",
+    )
+    parser.add_argument(
+        "--metrics-max-clusters",
+        type=int,
+        help="clusters exported with their own `cluster` label; the rest are summed in one overflow series "
+        "(RMSFLEET_METRICS_MAX_CLUSTERS; default 500)",
     )
     parser.add_argument(
         "--disable-policy",
@@ -217,6 +280,35 @@ def serve_config(args: argparse.Namespace, environ: Mapping[str, str]) -> ServeC
         tls_key=path(getattr(args, "tls_key", None), "RMSFLEET_TLS_KEY"),
         tls_client_ca=path(getattr(args, "tls_client_ca", None), "RMSFLEET_TLS_CLIENT_CA"),
         insecure=flag_on(getattr(args, "insecure", None), "RMSFLEET_INSECURE"),
+        enroll_replaces_keys=flag_on(getattr(args, "enroll_replaces_keys", None), "RMSFLEET_ENROLL_REPLACES_KEYS"),
+        bind_host_id_to_certificate=flag_on(
+            getattr(args, "bind_host_id_to_certificate", None), "RMSFLEET_BIND_HOST_ID_TO_CERTIFICATE"
+        ),
+        max_calls_per_peer=int(
+            number(
+                getattr(args, "max_calls_per_peer", None),
+                "RMSFLEET_MAX_CALLS_PER_PEER",
+                defaults.max_calls_per_peer,
+                "--max-calls-per-peer",
+            )
+        ),
+        enroll_per_minute=int(
+            number(
+                getattr(args, "enroll_per_minute", None),
+                "RMSFLEET_ENROLL_PER_MINUTE",
+                defaults.enroll_per_minute,
+                "--enroll-per-minute",
+            )
+        ),
+        metrics_max_clusters=int(
+            number(
+                getattr(args, "metrics_max_clusters", None),
+                "RMSFLEET_METRICS_MAX_CLUSTERS",
+                defaults.metrics_max_clusters,
+                "--metrics-max-clusters",
+            )
+        ),
+        health_listen=pick(getattr(args, "health_listen", None), "RMSFLEET_HEALTH_LISTEN", "") or None,
     )
     split_host_port(config.listen, "--listen")
     split_host_port(config.metrics_listen, "--metrics-listen")

@@ -83,7 +83,11 @@ class NodeKeyRejected(Exception):
             return f"host {self.host_id} is not enrolled: enroll first"
         if self.problem is KeyProblem.REVOKED:
             return f"key revoked: the node key of host {self.host_id} was revoked; enroll again"
-        return f"node key does not belong to host {self.host_id}"
+        return (
+            f"node key does not belong to host {self.host_id}: another machine enrolled as {self.host_id} after "
+            f"this key was issued, or the key is another host's; if this machine is {self.host_id}, an operator "
+            f"allows it to enroll again (rmsfleet-collector hosts allow-reenroll {self.host_id})"
+        )
 
 
 @dataclass(frozen=True, slots=True)

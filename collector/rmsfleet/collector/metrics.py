@@ -28,6 +28,18 @@ ACTIVATIONS = tuple(a.value for a in Activation)
 SEVERITIES = ("warning", "critical")
 # The long-running loops (liveness.LoopProgress names).
 LOOPS = ("writer", "evaluator")
+# What an Enroll call became (identity.py): admitted as new, after a revocation, under an
+# operator's allowance or by --enroll-replaces-keys; refused for the identity, the secret or the
+# client certificate.
+ENROLL_OUTCOMES = (
+    "new",
+    "after-revocation",
+    "allowed",
+    "replaced",
+    "refused-identity",
+    "refused-secret",
+    "refused-certificate",
+)
 
 
 class CollectorMetrics:
@@ -93,6 +105,20 @@ class CollectorMetrics:
             "Hosts the last full evaluation pass left out because their stored row cannot be read",
             registry=registry,
         )
+        # Limits and host identity (limits.py, identity.py): fixed label sets.
+        self.limited_calls = Counter(
+            "rmsfleet_limited_calls",
+            "Calls refused with RESOURCE_EXHAUSTED by a per-address limit",
+            ["limit"],
+            registry=registry,
+        )
+        self.enrollments = Counter(
+            "rmsfleet_enrollments", "Enrollments by what became of them", ["outcome"], registry=registry
+        )
+        for limit in ("in-flight", "enroll-rate"):
+            self.limited_calls.labels(limit=limit)
+        for outcome in ENROLL_OUTCOMES:
+            self.enrollments.labels(outcome=outcome)
         build = Gauge("rmsfleet_build_info", "The running build", ["version", "python"], registry=registry)
         build.labels(version=version, python=platform.python_version()).set(1)
         for outcome in ("applied", "duplicate", "invalid", "refused", "error"):
@@ -125,11 +151,23 @@ class AggregatesHolder:
             return self._current
 
 
+# The `cluster` (and its `forest`) label value of the series that sums the clusters beyond the cap.
+OVERFLOW = "_overflow_"
+DEFAULT_MAX_CLUSTERS = 500
+
+
 class FleetStateCollector(Collector):
-    def __init__(self, holder: AggregatesHolder, policy_ids: Callable[[], Sequence[str]], clock: Clock) -> None:
+    def __init__(
+        self,
+        holder: AggregatesHolder,
+        policy_ids: Callable[[], Sequence[str]],
+        clock: Clock,
+        max_clusters: int = DEFAULT_MAX_CLUSTERS,
+    ) -> None:
         self._holder = holder
         self._policy_ids = policy_ids
         self._clock = clock
+        self._max_clusters = max_clusters
 
     def describe(self) -> Iterable[Metric]:
         # Describing nothing keeps registration from calling collect() before the first evaluation.
@@ -160,11 +198,23 @@ class FleetStateCollector(Collector):
             "Hosts that have not reported within the stale window",
             value=aggregates.stale_hosts,
         )
-        yield from _cluster_families(clusters)
+        yield from _cluster_families(clusters, self._max_clusters)
         yield from _violation_families(aggregates, self._policy_ids(), self._clock)
 
 
-def _cluster_families(clusters: Sequence[ClusterCapabilities]) -> Iterable[Metric]:
+def _labelled(
+    clusters: Sequence[ClusterCapabilities], cap: int
+) -> tuple[list[ClusterCapabilities], list[ClusterCapabilities]]:
+    """(clusters exported with their own `cluster` label, the rest). Cluster URLs and forests come
+    from agents' reports, so the label set is capped: the clusters with the most servers keep their
+    label (ties by URL, so the choice is stable from scrape to scrape), the rest are summed."""
+    if len(clusters) <= cap:
+        return list(clusters), []
+    ranked = sorted(clusters, key=lambda c: (-sum(c.server_versions.as_dict().values()), c.url))
+    return ranked[:cap], ranked[cap:]
+
+
+def _cluster_families(clusters: Sequence[ClusterCapabilities], cap: int = DEFAULT_MAX_CLUSTERS) -> Iterable[Metric]:
     by_state = GaugeMetricFamily("rmsfleet_clusters", "Clusters by kind and state (D5)", labels=["kind", "state"])
     counts: dict[tuple[str, str], int] = {
         (kind, state): 0 for kind in ("root-certification", "licensing") for state in ("uniform", "mixed")
@@ -175,23 +225,51 @@ def _cluster_families(clusters: Sequence[ClusterCapabilities]) -> Iterable[Metri
     capability = GaugeMetricFamily(
         "rmsfleet_cluster_capability", "Cluster capabilities (D9-D12)", labels=["cluster", "capability"]
     )
+    labelled, overflow = _labelled(clusters, cap)
     for cluster in clusters:
         present = {v: n for v, n in cluster.server_versions.as_dict().items() if n > 0}
         state = "mixed" if len(present) > 1 else "uniform"
         counts[cluster.kind.value, state] = counts.get((cluster.kind.value, state), 0) + 1
+    for cluster in labelled:
+        present = {v: n for v, n in cluster.server_versions.as_dict().items() if n > 0}
         for version, count in sorted(present.items()):
             servers.add_metric([cluster.url, cluster.kind.value, cluster.forest, version], count)
-        capability.add_metric([cluster.url, "offline_enrollment"], float(cluster.offline_enrollment))
-        capability.add_metric(
-            [cluster.url, "self_activating_clients_all"], float(cluster.self_activating_clients is SelfActivation.ALL)
-        )
-        capability.add_metric([cluster.url, "server_lockbox"], float(cluster.server_lockbox))
-        capability.add_metric([cluster.url, "sql_server_2005_by_default"], float(cluster.sql_server_2005_by_default))
+        for name, value in _capabilities(cluster):
+            capability.add_metric([cluster.url, name], value)
+    if overflow:
+        # One series per kind and version (the forest label is capped with the cluster's), and
+        # per capability the number of overflowed clusters that have it.
+        summed: dict[tuple[str, str], int] = {}
+        having: dict[str, float] = {}
+        for cluster in overflow:
+            for version, count in cluster.server_versions.as_dict().items():
+                if count > 0:
+                    summed[cluster.kind.value, version] = summed.get((cluster.kind.value, version), 0) + count
+            for name, value in _capabilities(cluster):
+                having[name] = having.get(name, 0.0) + value
+        for (kind, version), count in sorted(summed.items()):
+            servers.add_metric([OVERFLOW, kind, OVERFLOW, version], count)
+        for name, value in sorted(having.items()):
+            capability.add_metric([OVERFLOW, name], value)
     for (kind, state), count in sorted(counts.items()):
         by_state.add_metric([kind, state], count)
     yield by_state
     yield servers
     yield capability
+    yield GaugeMetricFamily(
+        "rmsfleet_cluster_label_overflow",
+        f"Clusters beyond --metrics-max-clusters, summed under cluster={OVERFLOW!r} instead of their own label",
+        value=len(overflow),
+    )
+
+
+def _capabilities(cluster: ClusterCapabilities) -> list[tuple[str, float]]:
+    return [
+        ("offline_enrollment", float(cluster.offline_enrollment)),
+        ("self_activating_clients_all", float(cluster.self_activating_clients is SelfActivation.ALL)),
+        ("server_lockbox", float(cluster.server_lockbox)),
+        ("sql_server_2005_by_default", float(cluster.sql_server_2005_by_default)),
+    ]
 
 
 def _violation_families(aggregates: FleetAggregates, policy_ids: Sequence[str], clock: Clock) -> Iterable[Metric]:

@@ -12,7 +12,7 @@ from types import FrameType
 import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import CollectorRegistry, disable_created_metrics, start_http_server
+from prometheus_client import CollectorRegistry, disable_created_metrics
 from sqlalchemy.orm import Session, sessionmaker
 
 from rmsfleet.collector import __version__
@@ -22,9 +22,13 @@ from rmsfleet.collector.decode_guard import DecodeGuard
 from rmsfleet.collector.domain.policies import POLICIES
 from rmsfleet.collector.enrollment import SecretFile, file_is_private
 from rmsfleet.collector.evaluator import Evaluator
+from rmsfleet.collector.health_listener import start_health_listener
+from rmsfleet.collector.identity import CertificateBinding, Enroller
 from rmsfleet.collector.ingest import GroupCommitWriter
+from rmsfleet.collector.limits import PeerLimits
 from rmsfleet.collector.liveness import DEFAULT_STALL_AFTER, HealthWatch
 from rmsfleet.collector.metrics import AggregatesHolder, CollectorMetrics, FleetStateCollector
+from rmsfleet.collector.metrics_http import start_metrics_server
 from rmsfleet.collector.servicers import InventoryServicer, QueryServicer
 from rmsfleet.collector.store.database import create_db_engine, prepare_for_serving
 from rmsfleet.collector.tls import ReloadingServerCredentials, TlsFileError, TlsFiles, describe_certificate
@@ -35,6 +39,16 @@ from rmsfleet.v1 import inventory_pb2, inventory_pb2_grpc, query_pb2, query_pb2_
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+# Connections (docs/limits.md): a connection with no call for this long is closed (clients
+# reconnect by themselves); every connection is closed after its age, its calls given the grace
+# to finish, which bounds how long a stalled stream can hold its caller's slot; keepalive pings
+# find dead peers, and a client pinging more often than gRPC's enforcement allows is dropped.
+MAX_CONNECTION_IDLE_MS = 5 * 60 * 1000
+MAX_CONNECTION_AGE_MS = 30 * 60 * 1000
+MAX_CONNECTION_AGE_GRACE_MS = 60 * 1000
+KEEPALIVE_TIME_MS = 60 * 1000
+KEEPALIVE_TIMEOUT_MS = 20 * 1000
+MIN_CLIENT_PING_INTERVAL_MS = 5 * 60 * 1000
 SERVICE_NAMES = (
     inventory_pb2.DESCRIPTOR.services_by_name["InventoryService"].full_name,
     query_pb2.DESCRIPTOR.services_by_name["QueryService"].full_name,
@@ -52,6 +66,9 @@ class RunningCollector:
     registry: CollectorRegistry
     metrics_server: object
     health_watch: HealthWatch
+    # The plaintext health-only listener (--health-listen), if any.
+    health_server: grpc.Server | None = None
+    health_port: int = 0
 
     def stop(self, grace: float) -> None:
         """Graceful stop: health turns NOT_SERVING, in-flight reports finish (committed or
@@ -59,6 +76,8 @@ class RunningCollector:
         self.health.enter_graceful_shutdown()
         self.health_watch.stop()
         self.server.stop(grace).wait()
+        if self.health_server is not None:
+            self.health_server.stop(0).wait()
         self.writer.stop()
         self.evaluator.stop()
         shutdown = getattr(self.metrics_server, "shutdown", None)
@@ -110,6 +129,41 @@ def server_credentials(config: ServeConfig) -> grpc.ServerCredentials | None:
     return reloading.credentials()
 
 
+def connection_options(max_streams: int) -> list[tuple[str, int]]:
+    """gRPC server options bounding each connection (streams at once, idle time, age, pings)."""
+    return [
+        ("grpc.max_concurrent_streams", max_streams),
+        ("grpc.max_connection_idle_ms", MAX_CONNECTION_IDLE_MS),
+        ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_MS),
+        ("grpc.max_connection_age_grace_ms", MAX_CONNECTION_AGE_GRACE_MS),
+        ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+        ("grpc.keepalive_permit_without_calls", 0),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", MIN_CLIENT_PING_INTERVAL_MS),
+        ("grpc.http2.max_ping_strikes", 2),
+    ]
+
+
+def log_identity_rule(config: ServeConfig, secrets: SecretFile | None) -> None:
+    """Say at start what decides who may report as a host (docs/security.md)."""
+    if secrets is not None:
+        if config.enroll_replaces_keys:
+            log.warning(
+                "--enroll-replaces-keys: an enrollment replaces a host's valid node key, so whoever holds an "
+                "enrollment secret can take over any host id"
+            )
+        else:
+            log.info(
+                "a host id that holds a valid node key is not enrolled again unless its key was revoked or an "
+                "operator allowed it (rmsfleet-collector hosts allow-reenroll)"
+            )
+    if config.bind_host_id_to_certificate:
+        log.info(
+            "host ids are bound to client certificates: a report's or enrollment's host id must be a SAN DNS "
+            "name or the CN of the caller's certificate"
+        )
+
+
 def start(
     config: ServeConfig,
     clock: Clock = system_clock,
@@ -131,7 +185,9 @@ def start(
     registry = CollectorRegistry()
     metrics = CollectorMetrics(registry, __version__)
     aggregates = AggregatesHolder()
-    registry.register(FleetStateCollector(aggregates, lambda: [p.id for p in POLICIES], clock))
+    registry.register(
+        FleetStateCollector(aggregates, lambda: [p.id for p in POLICIES], clock, config.metrics_max_clusters)
+    )
     watermark = EvaluationWatermark(clock)
     metrics.track_evaluation(watermark, clock)
     evaluator = Evaluator(
@@ -155,17 +211,35 @@ def start(
         stall_after=stall_after,
     )
 
+    # Outermost first: the per-address limits decide before a request is received (limits.py).
+    limits = PeerLimits(metrics, max_calls=config.max_calls_per_peer, enroll_per_minute=config.enroll_per_minute)
+    options = connection_options(config.max_calls_per_peer)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="grpc"),
         maximum_concurrent_rpcs=config.max_concurrent_rpcs,
-        interceptors=[DecodeGuard(metrics)],
+        interceptors=[limits, DecodeGuard(metrics)],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            *options,
         ],
     )
+    log_identity_rule(config, secrets)
+    binding = CertificateBinding() if config.bind_host_id_to_certificate else None
+    enroller = (
+        None
+        if secrets is None
+        else Enroller(
+            sessions,
+            secrets,
+            clock,
+            replace_valid_keys=config.enroll_replaces_keys,
+            binding=binding,
+            metrics=metrics,
+        )
+    )
     inventory_pb2_grpc.add_InventoryServiceServicer_to_server(
-        InventoryServicer(writer, metrics, clock, secrets, sessions), server
+        InventoryServicer(writer, metrics, clock, secrets, sessions, enroller=enroller, binding=binding), server
     )
     query_pb2_grpc.add_QueryServiceServicer_to_server(
         QueryServicer(sessions, config, metrics, clock, watermark), server
@@ -180,9 +254,20 @@ def start(
     if grpc_port == 0:
         raise OSError(f"cannot listen on {config.listen} (in use, or not an address of this host)")
 
+    health_server, health_port = None, 0
+    if config.health_listen is not None:
+        health_server, health_port = start_health_listener(config.health_listen, health_servicer, limits, options)
+
     metrics_host, metrics_port = split_host_port(config.metrics_listen, "--metrics-listen")
-    metrics_server, _thread = start_http_server(metrics_port, addr=metrics_host, registry=registry)
-    bound_metrics_port = metrics_server.server_port
+    metrics_tls = (
+        None
+        if config.tls_cert is None or config.tls_key is None
+        else TlsFiles(config.tls_cert, config.tls_key, config.tls_client_ca)
+    )
+    try:
+        metrics_server, bound_metrics_port = start_metrics_server(metrics_host, metrics_port, registry, metrics_tls)
+    except TlsFileError as exc:
+        raise ConfigError(str(exc)) from None
 
     writer.start()
     evaluator.evaluate_once()  # /metrics and queries have data from the first second
@@ -209,6 +294,8 @@ def start(
         registry,
         metrics_server,
         health_watch,
+        health_server,
+        health_port,
     )
 
 
@@ -216,10 +303,11 @@ def serve(config: ServeConfig) -> None:
     """Run until SIGTERM or Ctrl-C, then stop gracefully."""
     running = start(config)
     log.info(
-        "rmsfleet collector %s: gRPC on %s (port %d), metrics on http://%s/metrics",
+        "rmsfleet collector %s: gRPC on %s (port %d), metrics on %s://%s/metrics",
         __version__,
         config.listen,
         running.grpc_port,
+        "https" if config.tls else "http",
         f"{split_host_port(config.metrics_listen, 'metrics')[0]}:{running.metrics_port}",
     )
     stop = threading.Event()

@@ -17,13 +17,13 @@ from rmsfleet.collector.clock import Clock
 from rmsfleet.collector.config import ServeConfig
 from rmsfleet.collector.domain.cluster_summary import summarize_clusters
 from rmsfleet.collector.domain.planner import plan_upgrade
-from rmsfleet.collector.enrollment import (
-    MAX_SECRET_LENGTH,
-    KeyProblem,
-    NodeKeyRejected,
-    SecretFile,
-    hash_node_key,
-    new_node_key,
+from rmsfleet.collector.enrollment import MAX_SECRET_LENGTH, KeyProblem, NodeKeyRejected, SecretFile, hash_node_key
+from rmsfleet.collector.identity import (
+    CertificateBinding,
+    Enroller,
+    EnrollmentUnavailable,
+    IdentityRefused,
+    SecretNotAccepted,
 )
 from rmsfleet.collector.ingest import GroupCommitWriter, IngestFailed, IngestOverloaded, IngestStopped, ReportRefused
 from rmsfleet.collector.metrics import CollectorMetrics
@@ -32,8 +32,6 @@ from rmsfleet.collector.reports import IncomingReport, Outcome
 from rmsfleet.collector.store import queries
 from rmsfleet.collector.store.aggregates_sql import compute_aggregates
 from rmsfleet.collector.store.evaluation_sql import load_fleet
-from rmsfleet.collector.store.identity_sql import save_node_key
-from rmsfleet.collector.store.ingest_writes import restart_sequence
 from rmsfleet.collector.watermark import EvaluationMark, EvaluationWatermark
 from rmsfleet.contract import wire as convert
 from rmsfleet.contract.facts import MAX_ID_LENGTH, InvalidFacts
@@ -82,6 +80,9 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
         clock: Clock,
         secrets: SecretFile | None = None,
         sessions: sessionmaker[Session] | None = None,
+        *,
+        enroller: Enroller | None = None,
+        binding: CertificateBinding | None = None,
     ) -> None:
         if secrets is not None and sessions is None:
             raise ValueError("enrollment needs the database sessions")
@@ -90,6 +91,11 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
         self.clock = clock
         self.secrets = secrets
         self.sessions = sessions
+        # Host identity (identity.py): who may enroll as a host id; host ids bound to certificates.
+        if enroller is None and secrets is not None and sessions is not None:
+            enroller = Enroller(sessions, secrets, clock, binding=binding)
+        self.enroller = enroller
+        self.binding = binding
 
     @observed("Report")
     def Report(
@@ -101,6 +107,13 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
         except InvalidFacts as exc:
             self.metrics.reports.labels(outcome=Outcome.INVALID.value).inc()
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{exc.field}: expected {exc.reason}")
+        if self.binding is not None:
+            try:
+                self.binding.check(facts.host_id, context.auth_context())
+            except IdentityRefused as exc:
+                self.metrics.reports.labels(outcome=Outcome.REFUSED.value).inc()
+                log.warning("refused a report from %s: PERMISSION_DENIED: %s", context.peer(), exc)
+                context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
         key_hash: str | None = None
         if self.secrets is not None:
             if not request.node_key:
@@ -146,7 +159,7 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
     def Enroll(
         self, request: inventory_pb2.EnrollRequest, context: grpc.ServicerContext
     ) -> inventory_pb2.EnrollResponse:
-        if self.secrets is None or self.sessions is None:
+        if self.enroller is None:
             context.abort(
                 grpc.StatusCode.UNIMPLEMENTED,
                 "this collector runs without enrollment (no --enroll-secret-file): send reports without a node key",
@@ -159,34 +172,16 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{exc.field}: expected {exc.reason}")
         if host_id != request.host_id:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "host_id: expected an id without surrounding spaces")
-        if not self.secrets.accepts(request.enroll_secret):
-            log.warning(
-                "refused the enrollment of host %s from %s: the enrollment secret is not one of those in %s",
-                host_id,
-                context.peer(),
-                self.secrets.path,
-            )
-            context.abort(
-                grpc.StatusCode.UNAUTHENTICATED,
-                "the enrollment secret is not accepted by this collector",
-            )
-        key = new_node_key()
         try:
-            with self.sessions.begin() as session:
-                save_node_key(session, host_id, hash_node_key(key), self.clock())
-                # The old key stops working with this commit, so the host may start a new
-                # sequence (a new outbox, or one a bad report pushed too far ahead).
-                restart_sequence(session, host_id)
-        except SQLAlchemyError as exc:
+            enrolled = self.enroller.enroll(host_id, request.enroll_secret, context.peer(), context.auth_context())
+        except IdentityRefused as exc:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+        except SecretNotAccepted as exc:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+        except EnrollmentUnavailable as exc:
             self.metrics.database_errors.labels(operation="enroll").inc()
-            log.error("enrollment of host %s failed: %s", host_id, str(exc).splitlines()[0])
-            context.abort(grpc.StatusCode.UNAVAILABLE, "the database is not available")
-        log.info(
-            "enrolled host %s from %s (a new node key replaces any earlier one; the host may start a new sequence)",
-            host_id,
-            context.peer(),
-        )
-        return inventory_pb2.EnrollResponse(node_key=key)
+            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        return inventory_pb2.EnrollResponse(node_key=enrolled.node_key)
 
 
 class QueryServicer(query_pb2_grpc.QueryServiceServicer):

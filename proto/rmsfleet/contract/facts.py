@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from rmsfleet.contract.text import unsafe_reason
+
 MAX_ID_LENGTH = 255
 MAX_URL_LENGTH = 2048
 # A bound for a count of user profiles on one computer; more is a corrupt report, not a host.
@@ -139,8 +141,9 @@ def _check_text(field: str, value: str, max_length: int) -> None:
         raise InvalidFacts(field, "a non-empty string")
     if len(value) > max_length:
         raise InvalidFacts(field, f"at most {max_length} characters, got {len(value)}")
-    if any(ch in value for ch in "\r\n\t\x00"):
-        raise InvalidFacts(field, "no control characters")
+    unsafe = unsafe_reason(value)
+    if unsafe is not None:
+        raise InvalidFacts(field, unsafe)
 
 
 # --- the JSON form (facts files) --------------------------------------------------------------

@@ -4,7 +4,6 @@ only ones; every name mapping of the contract lives in this module."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -22,6 +21,7 @@ from rmsfleet.contract.facts import (
     Version,
     validate,
 )
+from rmsfleet.contract.text import unsafe_reason
 from rmsfleet.v1 import facts_pb2, inventory_pb2
 
 VERSION_TO_PB = {
@@ -100,7 +100,6 @@ MIN_OBSERVED_AT = datetime(2000, 1, 1, tzinfo=UTC)
 MAX_CLOCK_AHEAD = timedelta(days=1)
 # How much of a refused value an error message may quote: a reply must not grow with the input.
 QUOTE_LIMIT = 40
-_CONTROL = re.compile("[\x00-\x1f\x7f]")
 T = TypeVar("T")
 
 
@@ -118,8 +117,9 @@ def check_wire_text(field: str, value: str, max_length: int, *, required: bool =
         raise InvalidFacts(field, "a non-empty string")
     if len(value) > max_length:
         raise InvalidFacts(field, f"at most {max_length} characters, got {len(value)}")
-    if _CONTROL.search(value):
-        raise InvalidFacts(field, "no control characters (NUL, line breaks, tabs, ...)")
+    unsafe = unsafe_reason(value)
+    if unsafe is not None:
+        raise InvalidFacts(field, unsafe)
 
 
 def _enum(table: Mapping[Any, T], value: int, field: str, name: str) -> T:

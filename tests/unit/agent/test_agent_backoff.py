@@ -80,11 +80,15 @@ def test_transient_failures_are_retried(code: str) -> None:
     assert classify_status(code) is Outcome.RETRY
 
 
-@pytest.mark.parametrize(
-    "code", ["INVALID_ARGUMENT", "PERMISSION_DENIED", "FAILED_PRECONDITION", "OUT_OF_RANGE", "NOT_FOUND"]
-)
+@pytest.mark.parametrize("code", ["INVALID_ARGUMENT", "FAILED_PRECONDITION", "OUT_OF_RANGE", "NOT_FOUND"])
 def test_refusals_are_permanent(code: str) -> None:
     assert classify_status(code) is Outcome.REFUSED
+
+
+def test_a_refused_identity_is_neither_retried_blindly_nor_set_aside() -> None:
+    # PERMISSION_DENIED: the host id is not this agent's to use (another machine holds it, or the
+    # client certificate does not name it): the runner keeps the report and retries loudly.
+    assert classify_status("PERMISSION_DENIED") is Outcome.IDENTITY
 
 
 def test_unauthenticated_means_enroll_again() -> None:

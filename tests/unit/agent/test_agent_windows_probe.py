@@ -554,3 +554,15 @@ def test_a_configured_client_rule_decides_without_reading_the_uninstall_entries(
     answer = read_documented_host(recorded.sources(), silenced, IDENTITY)
     assert answer.facts is not None and answer.facts.client is not None
     assert answer.facts.client.version is Version.SP2
+
+
+def test_the_host_id_is_the_fqdn_so_two_forests_ws_9_are_two_hosts() -> None:
+    corp = read_identity(RecordedRegistry({TCPIP: {"Hostname": "WS-9", "Domain": "corp.example"}}))
+    fabrikam = read_identity(RecordedRegistry({TCPIP: {"Hostname": "WS-9", "Domain": "Fabrikam.example"}}))
+    assert (corp.host_id, fabrikam.host_id) == ("ws-9.corp.example", "ws-9.fabrikam.example")
+
+
+def test_a_configured_host_id_is_kept_as_written() -> None:
+    # A fleet that reported under short names keeps them with [host] host_id.
+    registry = RecordedRegistry({TCPIP: {"Hostname": "WS-9", "Domain": "corp.example"}})
+    assert read_identity(registry, HostOverrides(host_id="WS-9")).host_id == "WS-9"

@@ -7,7 +7,8 @@ msdrm.dll's DRMGetClientVersion. All are loaded on first use, so this module imp
 tested, on Linux against recorded hosts (tests/fixtures/windows_hosts/).
 
 The host's identity is not an RMS fact: it is injected (HostIdentity), or read from the TCP/IP
-parameters (`Hostname`, `Domain`) with the `[host]` overrides. The forest is taken to be the
+parameters (`Hostname`, `Domain`) with the `[host]` overrides; the host id is the FQDN, which is
+unique in the fleet where the short name is not. The forest is taken to be the
 machine's DNS domain unless configured, which is wrong in a child domain: set `[host] forest`.
 """
 
@@ -53,7 +54,8 @@ class HostOverrides:
 
 
 def read_identity(registry: RegistryReader, overrides: HostOverrides = HostOverrides()) -> HostIdentity:
-    """Host id, host name and forest from the TCP/IP parameters, with the configured overrides."""
+    """Host id (the FQDN, lower-cased), host name and forest from the TCP/IP parameters, with the
+    configured overrides."""
     short = _text(registry.read_value(TCPIP_PARAMETERS_KEY, "Hostname"))
     domain = _text(registry.read_value(TCPIP_PARAMETERS_KEY, "Domain")) or _text(
         registry.read_value(TCPIP_PARAMETERS_KEY, "NV Domain")
@@ -68,8 +70,11 @@ def read_identity(registry: RegistryReader, overrides: HostOverrides = HostOverr
     short_name = (short or "").lower()
     domain_name = (domain or "").lower().strip(".")
     fqdn = f"{short_name}.{domain_name}" if short_name and domain_name else short_name
+    # The host id is the FQDN, unique in the fleet: two forests may each have a WS-1, and short
+    # names made them one host (and, with enrollment, the second one locked out). `[host] host_id`
+    # keeps another id, e.g. the short names a fleet reported under before.
     return HostIdentity(
-        host_id=overrides.host_id or short_name or (overrides.hostname or "").split(".", 1)[0],
+        host_id=overrides.host_id or (fqdn or overrides.hostname or "").lower(),
         hostname=overrides.hostname or fqdn,
         forest=overrides.forest or domain_name,
     )

@@ -3,16 +3,18 @@ query, revoke. The caller owns the transaction."""
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from rmsfleet.collector.enrollment import KeyProblem, same_hash
-from rmsfleet.collector.store.models import NodeKeyRow
+from rmsfleet.collector.store.models import NodeKeyRow, ReenrollAllowanceRow
 from rmsfleet.collector.store.rows import utc
 
 # Well under SQLite's bound-parameter limit for the IN list (one statement per chunk; a batch
@@ -103,3 +105,102 @@ def node_key_record(session: Session, host_id: str) -> NodeKeyView | None:
         return None
     # SQLite hands back naive datetimes; they were written in UTC.
     return NodeKeyView(row.host_id, utc(row.created_at), None if row.revoked_at is None else utc(row.revoked_at))
+
+
+# --- enrolling with the host identity rule (docs/security.md, "Host identity") ------------------
+
+
+class EnrollOutcome(enum.Enum):
+    """What an enrollment found on record, and so whether it was admitted."""
+
+    NEW = "new"  # no key on record: the first enrollment of this host id
+    AFTER_REVOCATION = "after-revocation"  # the host's key was revoked
+    ALLOWED = "allowed"  # the host held a valid key; an operator's allowance admitted this once
+    REPLACED = "replaced"  # the host held a valid key; the collector replaces keys on enrollment
+    REFUSED = "refused"  # the host holds a valid key and nothing admits another enrollment
+    RACED = "raced"  # another enrollment of this host committed between our read and our write
+
+    @property
+    def admitted(self) -> bool:
+        return self not in (EnrollOutcome.REFUSED, EnrollOutcome.RACED)
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollResult:
+    outcome: EnrollOutcome
+    # The key on record before this enrollment (None for a new host).
+    previous: NodeKeyView | None
+
+
+def enroll_host(
+    session: Session, host_id: str, key_hash: str, now: datetime, *, replace_valid_keys: bool
+) -> EnrollResult:
+    """Store `key_hash` as the host's node key if the identity rule admits it: no key on record,
+    a revoked key, an unexpired allowance (used up here), or `replace_valid_keys`. Otherwise
+    nothing is written (REFUSED).
+
+    Two enrollments of one host at once (two replicas) cannot both win: a new host is inserted
+    with ON CONFLICT DO NOTHING, a key is replaced only where it is still the key we read (compare
+    and set). The loser gets RACED and writes nothing. The caller owns the transaction; every
+    admitted enrollment removes the host's allowance, so one allowance admits one enrollment."""
+    row = session.execute(
+        select(NodeKeyRow.key_hash, NodeKeyRow.created_at, NodeKeyRow.revoked_at).where(NodeKeyRow.host_id == host_id)
+    ).first()
+    if row is None:
+        if _insert_if_absent(session, host_id, key_hash, now) == 0:
+            return EnrollResult(EnrollOutcome.RACED, None)
+        _drop_allowance(session, host_id)
+        return EnrollResult(EnrollOutcome.NEW, None)
+    previous = NodeKeyView(host_id, utc(row.created_at), None if row.revoked_at is None else utc(row.revoked_at))
+    if previous.revoked_at is not None:
+        outcome = EnrollOutcome.AFTER_REVOCATION
+    elif allowance_until(session, host_id, now) is not None:
+        outcome = EnrollOutcome.ALLOWED
+    elif replace_valid_keys:
+        outcome = EnrollOutcome.REPLACED
+    else:
+        return EnrollResult(EnrollOutcome.REFUSED, previous)
+    swapped: CursorResult[Any] = session.execute(  # type: ignore[assignment]  # DML returns a CursorResult
+        update(NodeKeyRow)
+        .where(NodeKeyRow.host_id == host_id, NodeKeyRow.key_hash == row.key_hash)
+        .values(key_hash=key_hash, created_at=now, revoked_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    if swapped.rowcount != 1:
+        return EnrollResult(EnrollOutcome.RACED, previous)
+    _drop_allowance(session, host_id)
+    return EnrollResult(outcome, previous)
+
+
+def _insert_if_absent(session: Session, host_id: str, key_hash: str, now: datetime) -> int:
+    values = {"host_id": host_id, "key_hash": key_hash, "created_at": now, "revoked_at": None}
+    dialect = session.get_bind().dialect.name
+    statement: Any
+    if dialect == "postgresql":
+        statement = postgresql.insert(NodeKeyRow).values(values).on_conflict_do_nothing(index_elements=["host_id"])
+    else:
+        statement = sqlite.insert(NodeKeyRow).values(values).on_conflict_do_nothing(index_elements=["host_id"])
+    result: CursorResult[Any] = session.execute(statement)  # type: ignore[assignment]
+    return int(result.rowcount)
+
+
+def _drop_allowance(session: Session, host_id: str) -> None:
+    session.execute(delete(ReenrollAllowanceRow).where(ReenrollAllowanceRow.host_id == host_id))
+
+
+def allowance_until(session: Session, host_id: str, now: datetime) -> datetime | None:
+    """When the host's unexpired re-enrollment allowance ends, or None."""
+    expires = session.execute(
+        select(ReenrollAllowanceRow.expires_at).where(
+            ReenrollAllowanceRow.host_id == host_id, ReenrollAllowanceRow.expires_at > now
+        )
+    ).scalar()
+    return None if expires is None else utc(expires)
+
+
+def allow_reenroll(session: Session, host_id: str, now: datetime, until: datetime) -> None:
+    """Admit one more enrollment of `host_id` until `until` (replacing an earlier allowance), and
+    drop allowances that expired (the table holds only what can still be used)."""
+    session.execute(delete(ReenrollAllowanceRow).where(ReenrollAllowanceRow.expires_at <= now))
+    _drop_allowance(session, host_id)
+    session.add(ReenrollAllowanceRow(host_id=host_id, created_at=now, expires_at=until))

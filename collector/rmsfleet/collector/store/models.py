@@ -99,6 +99,18 @@ class NodeKeyRow(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
 
+class ReenrollAllowanceRow(Base):
+    """An operator's permission for one more enrollment of a host that holds a valid node key
+    (`rmsfleet-collector hosts allow-reenroll`, migration 0004): used up by the host's next
+    enrollment, void after `expires_at`."""
+
+    __tablename__ = "reenroll_allowances"
+
+    host_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    expires_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
 class ViolationRow(Base):
     __tablename__ = "violations"
 
