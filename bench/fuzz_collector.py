@@ -481,7 +481,9 @@ def run_round(
             except grpc.RpcError as exc:
                 code = exc.code()
                 findings.codes[f"{name} {code.name}"] += 1
-                if code in FORBIDDEN and len(findings.problems) < 20:
+                # A reply that grows with the input until the client refuses it is a finding too.
+                grew = "metadata size exceeds" in (exc.details() or "")
+                if (code in FORBIDDEN or grew) and len(findings.problems) < 20:
                     findings.problems.append(f"{method} answered {code.name} ({exc.details()}) to {data[:200]!r}")
 
     run()

@@ -105,3 +105,17 @@ def test_a_log_line_cannot_be_forged_with_a_line_break_or_terminal_codes() -> No
     finally:
         logger.removeHandler(handler)
     assert stream.getvalue() == "WARNING refused host ws-1\\nINFO enrolled host admin\\x1b[8m\n"
+
+
+def test_a_reply_names_a_long_identifier_by_its_start_and_length() -> None:
+    # Found by bench/fuzz_collector.py: a 255-character host id of four-byte characters, named
+    # four times in a refusal, made a status message over gRPC's 8 KiB trailer limit, so the agent
+    # saw RESOURCE_EXHAUSTED instead of the reason.
+    from rmsfleet.collector.enrollment import KeyProblem, NodeKeyRejected
+    from rmsfleet.contract.text import shown
+
+    host = "😀" * 255
+    assert shown("ws-1.corp.example") == "ws-1.corp.example"
+    assert shown(host) == "😀" * 40 + "... (255 characters)"
+    message = NodeKeyRejected(host, KeyProblem.WRONG_HOST).message
+    assert len(message.encode("utf-8")) < 1000

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from rmsfleet.collector.file_stamp import FileStamp, file_stamp
 from rmsfleet.contract.secret_file import secret_lines
+from rmsfleet.contract.text import shown
 
 log = logging.getLogger(__name__)
 
@@ -77,16 +78,17 @@ class NodeKeyRejected(Exception):
 
     @property
     def message(self) -> str:
+        host = shown(self.host_id)
         if self.problem is KeyProblem.MISSING:
             return "no node key in the report: enroll first (this collector requires enrollment)"
         if self.problem is KeyProblem.NOT_ENROLLED:
-            return f"host {self.host_id} is not enrolled: enroll first"
+            return f"host {host} is not enrolled: enroll first"
         if self.problem is KeyProblem.REVOKED:
-            return f"key revoked: the node key of host {self.host_id} was revoked; enroll again"
+            return f"key revoked: the node key of host {host} was revoked; enroll again"
         return (
-            f"node key does not belong to host {self.host_id}: another machine enrolled as {self.host_id} after "
-            f"this key was issued, or the key is another host's; if this machine is {self.host_id}, an operator "
-            f"allows it to enroll again (rmsfleet-collector hosts allow-reenroll {self.host_id})"
+            f"node key does not belong to host {host}: another machine enrolled as {host} after this key was "
+            f"issued, or the key is another host's; if this machine is {host}, an operator allows it to enroll "
+            f"again (rmsfleet-collector hosts allow-reenroll {host})"
         )
 
 

@@ -28,6 +28,7 @@ from rmsfleet.collector.enrollment import SecretFile, hash_node_key, new_node_ke
 from rmsfleet.collector.metrics import CollectorMetrics
 from rmsfleet.collector.store.identity_sql import EnrollOutcome, enroll_host
 from rmsfleet.collector.store.ingest_writes import restart_sequence
+from rmsfleet.contract.text import shown
 
 log = logging.getLogger(__name__)
 
@@ -101,15 +102,16 @@ class CertificateBinding:
     def check(self, host_id: str, auth_context: AuthContext) -> None:
         """Raise IdentityRefused when the connection's client certificate does not name `host_id`."""
         names = certificate_names(auth_context)
+        host = shown(host_id)
         if names is None:
             raise IdentityRefused(
-                f"host {host_id}: this collector binds host ids to client certificates and the connection "
+                f"host {host}: this collector binds host ids to client certificates and the connection "
                 "presented none (mutual TLS: --tls-cert and --tls-key on the agent)"
             )
         if not names.permits(host_id):
             raise IdentityRefused(
-                f"host {host_id} is not named by the client certificate ({names.describe()}): the host id must be "
-                f"a DNS name of its subjectAltName or its CN; give this host a certificate for {host_id}, or "
+                f"host {host} is not named by the client certificate ({shown(names.describe(), 300)}): the host id "
+                f"must be a DNS name of its subjectAltName or its CN; give this host a certificate for {host}, or "
                 "report under a name the certificate carries ([host] host_id)"
             )
 
@@ -175,11 +177,13 @@ class Enroller:
             raise EnrollmentUnavailable("the database is not available") from None
         if not result.outcome.admitted:
             since = _iso(result.previous.created_at) if result.previous is not None else "just now"
+            # Each mention is bounded (shown): the reply must not grow with the host id.
+            host = shown(host_id)
             message = (
-                f"host {host_id} already holds a valid node key (enrolled {since}): enrolling again would take it "
-                f"over. If this machine is {host_id} (reinstalled, state directory lost), an operator allows one "
-                f"more enrollment: rmsfleet-collector hosts allow-reenroll {host_id}; a different machine needs "
-                "a host id of its own"
+                f"host {host} already holds a valid node key (enrolled {since}): enrolling again would take it "
+                f"over. If this machine is {host} (reinstalled, state directory lost), an operator allows one more "
+                f"enrollment: rmsfleet-collector hosts allow-reenroll {host}; a different machine needs a host id "
+                "of its own"
             )
             self._count("refused-identity")
             log.warning("refused the enrollment of host %s from %s: it holds a valid node key", host_id, peer)

@@ -55,3 +55,16 @@ def escape(value: str) -> str:
         char.encode("unicode_escape").decode("ascii") if unicodedata.category(char) in UNSAFE_CATEGORIES else char
         for char in value
     )
+
+
+# How much of an identifier a reply or a log line names: a reply must not grow with the input
+# (gRPC percent-encodes the status message, and a client refuses trailers over 8 KiB).
+SHOWN_LENGTH = 64
+
+
+def shown(value: str, limit: int = SHOWN_LENGTH) -> str:
+    """`value` as a message names it: whole up to `limit` characters, else its first 40 and its
+    length, so a 255-character host id of four-byte characters cannot blow up a reply."""
+    if len(value) <= limit:
+        return value
+    return f"{value[:40]}... ({len(value)} characters)"
