@@ -164,16 +164,16 @@ def test_a_file_still_being_written_or_not_renamed_is_left_alone(tmp_path: Path,
     # busy machine's stalls do not end the file early); told to, it writes the rest at once.
     half = folder / "slow.json"
     head = '{"host_id": "slow-01",'
-    writing = threading.Event()
-    writing.set()
+    done = threading.Event()
 
     def slow_writer() -> None:
         with half.open("w") as handle:
             handle.write(head)
-            while writing.is_set():
+            while not done.is_set():
                 handle.write(" ")
                 handle.flush()
-                writing.wait(0.3)
+                # Sleeps 0.3 s, or less once told to finish (waiting on a set event returns at once).
+                done.wait(0.3)
             handle.write(json.dumps(host("slow-01"))[len(head) :])
 
     writer = threading.Thread(target=slow_writer)
@@ -192,12 +192,12 @@ def test_a_file_still_being_written_or_not_renamed_is_left_alone(tmp_path: Path,
         assert half.exists() and not (folder / "rejected").exists(), spooler.log()
         assert pending_rename.exists()
         assert set(stored(db)) == {"marker-01", "marker-02"}
-        writing.clear()
+        done.set()
         writer.join()
         pending_rename.replace(folder / "later.json")
         spooler.wait(lambda: {"slow-01", "later-01"} <= set(stored(db)), "both files once complete")
     finally:
-        writing.clear()
+        done.set()
         writer.join()
         assert spooler.stop() == 0, spooler.log()
     assert not (folder / "rejected").exists(), "a half-written file was judged"
