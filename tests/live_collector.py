@@ -140,7 +140,12 @@ def report(
     )
 
 
-def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
+# Generous on purpose (a loaded shared CI machine is slow to start processes); a passing test
+# never waits it out.
+SETTLE_TIMEOUT = 90.0
+
+
+def wait_for(predicate: Callable[[], Any], what: str, timeout: float = SETTLE_TIMEOUT) -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:

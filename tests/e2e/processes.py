@@ -26,6 +26,12 @@ FLEET = ROOT / "examples" / "fleet"
 READY = re.compile(r"gRPC on \S+ \(port (\d+)\), metrics on (https?)://([\d.]+):(\d+)/metrics")
 
 
+# How long a test waits for something that is bound to happen. Generous on purpose: on a shared
+# 2-core CI machine under load, starting a Python process alone has taken over 20 s, and a passing
+# test never waits it out (every wait returns as soon as its condition holds).
+SETTLE_TIMEOUT = 90.0
+
+
 def command(name: str) -> str:
     return str(BIN / name)
 
@@ -108,7 +114,7 @@ def start_collector(
         text=True,
         env={k: v for k, v in {**os.environ, **(env or {})}.items() if k not in unset_env},
     )
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + SETTLE_TIMEOUT
     while time.monotonic() < deadline:
         match = READY.search(log_path.read_text())
         if match:
@@ -127,7 +133,9 @@ def start_collector(
     raise AssertionError(f"collector did not start:\n{log_path.read_text()}")
 
 
-def wait_serving(address: str, timeout: float = 30, credentials: grpc.ChannelCredentials | None = None) -> None:
+def wait_serving(
+    address: str, timeout: float = SETTLE_TIMEOUT, credentials: grpc.ChannelCredentials | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     channel = grpc.insecure_channel(address) if credentials is None else grpc.secure_channel(address, credentials)
     with channel:
@@ -185,7 +193,7 @@ def write_facts(path: Path, **document: Any) -> Path:
     return path
 
 
-def wait_for(predicate: Any, timeout: float = 20, interval: float = 0.2, what: str = "condition") -> Any:
+def wait_for(predicate: Any, timeout: float = SETTLE_TIMEOUT, interval: float = 0.2, what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:

@@ -32,7 +32,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy
-from processes import Collector, command, free_port, metric_value, start_collector, wait_for
+from processes import SETTLE_TIMEOUT, Collector, command, free_port, metric_value, start_collector, wait_for
 from sqlalchemy.engine import make_url
 
 pytestmark = pytest.mark.e2e
@@ -222,7 +222,7 @@ def change_all(agents: list[Agent], store: Store) -> None:
         agent.change()
 
 
-def wait_stored(agents: list[Agent], store: Store, timeout: float = 20) -> None:
+def wait_stored(agents: list[Agent], store: Store, timeout: float = SETTLE_TIMEOUT) -> None:
     for agent in agents:
         latest = agent.written[-1]
         wait_for(
