@@ -4,54 +4,21 @@ its size in host entries, and a wave's D4 checklist comes once."""
 
 from __future__ import annotations
 
-import random
 from datetime import UTC, datetime
 
 import pytest
+from plan_fleet import plan_fleet
 
 from rmsfleet.collector import query_convert as qv
-from rmsfleet.collector.domain.model import (
-    Activation,
-    ClientFacts,
-    ClusterKind,
-    Enrollment,
-    HostFacts,
-    HostRecord,
-    ServerFacts,
-    Version,
-)
+from rmsfleet.collector.domain.model import HostRecord
 from rmsfleet.collector.domain.plan_pages import PagedPlan
 from rmsfleet.collector.domain.planner import plan_upgrade
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
-VERSIONS = (Version.RTM, Version.SP1, Version.SP2, Version.UNKNOWN)
 
 
 def fleet(hosts: int, seed: int) -> list[HostRecord]:
-    """Servers in a few root and licensing clusters of two forests, and clients of them."""
-    rng = random.Random(seed)
-    records = []
-    for n in range(hosts):
-        forest = rng.choice(("corp.example", "lab.example"))
-        root = f"https://root{rng.randint(1, 2)}.{forest}"
-        if rng.random() < 0.3:
-            licensing = rng.random() < 0.4
-            cluster = f"https://lic.{forest}" if licensing else root
-            kind = ClusterKind.LICENSING if licensing else ClusterKind.ROOT_CERTIFICATION
-            version = rng.choices(VERSIONS, (5, 5, 3, 1))[0]
-            facts = HostFacts(
-                f"h{n:04}",
-                f"h{n}",
-                forest,
-                ServerFacts(version, cluster, kind, root if licensing else None, Enrollment.ONLINE),
-                None,
-            )
-        else:
-            version = rng.choices(VERSIONS, (5, 5, 3, 1))[0]
-            named = rng.choice((root, None))
-            facts = HostFacts(f"h{n:04}", f"h{n}", forest, None, ClientFacts(version, Activation.SELF, named, 1))
-        records.append(HostRecord(facts, T0, T0))
-    return records
+    return [HostRecord(facts, T0, T0) for facts in plan_fleet(hosts, seed)]
 
 
 def whole(paged: PagedPlan) -> dict[str, object]:
