@@ -18,8 +18,9 @@ from rmsfleet.collector.domain.model import ClientFacts, HostFacts, HostRecord, 
 from rmsfleet.collector.store.models import HostHistoryRow, HostRow
 from rmsfleet.collector.store.rows import FACT_COLUMNS, UnreadableRow, facts_from_columns
 
-# Rows fetched per round (a server-side cursor on PostgreSQL).
-_CHUNK = 5000
+# Rows fetched per round (a server-side cursor on PostgreSQL): 20 rounds at 1M hosts; smaller
+# chunks measured slower at 100,000 hosts, one chunk holds the whole result in the driver.
+_CHUNK = 50_000
 # host_id, hostname and forest come first (FACT_COLUMNS starts with hostname and forest); the
 # server and client columns follow.
 _PART_COLUMNS = 3
