@@ -259,6 +259,18 @@ def page_token() -> st.SearchStrategy[str]:
     )
 
 
+def plan_token() -> st.SearchStrategy[str]:
+    """Tokens of GetPlan's form (generation:plan id:first entry), with any numbers."""
+    import base64
+
+    return st.builds(
+        lambda g, i, n: base64.urlsafe_b64encode(f"{g}:{i}:{n}".encode()).decode("ascii"),
+        st.integers(-1, 2**64),
+        st.one_of(st.text("0123456789abcdef", min_size=16, max_size=16), text(20)),
+        st.integers(-1, 2**64),
+    )
+
+
 PAGE = st.one_of(st.integers(-5, 1100), st.integers(-(2**31), 2**31 - 1))
 
 
@@ -300,9 +312,14 @@ def queries() -> st.SearchStrategy[tuple[str, Message]]:
             page_token(),
         ),
         st.builds(
-            lambda m, f: ("QueryService/GetPlan", query_pb2.GetPlanRequest(max_unavailable=m, forest=f)),
+            lambda m, f, p, t: (
+                "QueryService/GetPlan",
+                query_pb2.GetPlanRequest(max_unavailable=m, forest=f, page_size=p, page_token=t),
+            ),
             st.floats(allow_nan=True, allow_infinity=True),
             text(255),
+            PAGE,
+            st.one_of(page_token(), plan_token()),
         ),
     )
 

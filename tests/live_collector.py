@@ -92,7 +92,9 @@ def live_collector(
     stall_after: float = 60.0,
     full_pass_interval: float = 0.5,
     enroll_secret_file: Any = None,
+    **settings: Any,
 ) -> Iterator[Live]:
+    """`settings`: more ServeConfig fields (max_calls_per_peer=..., ...)."""
     config = ServeConfig(
         db_url=db_url,
         listen="127.0.0.1:0",
@@ -101,6 +103,7 @@ def live_collector(
         full_pass_interval=full_pass_interval,
         grace_seconds=1.0,
         enroll_secret_file=enroll_secret_file,
+        **settings,
     )
     running = start(config, stall_after=stall_after, health_interval=0.1)
     channel = grpc.insecure_channel(f"127.0.0.1:{running.grpc_port}")

@@ -127,10 +127,69 @@ def test_enrollments_are_limited_per_address_per_minute(tmp_path: Path, sqlite_u
             forest="corp.example",
             client={"version": "SP2", "activation": "self", "cluster": None},
         )
+        # Busy until the deadline (one minute refills the limit; the deadline is 2 s): exit 3.
         done = run_agent(
-            "--collector", collector.address, "--facts", str(facts), "--once", "--enroll-secret-file", str(secret)
+            "--collector",
+            collector.address,
+            "--facts",
+            str(facts),
+            "--once",
+            "--enroll-secret-file",
+            str(secret),
+            "--deadline",
+            "2",
         )
         assert done.returncode == 3, done.stderr
         assert "RESOURCE_EXHAUSTED: too many enrollments from ipv4:127.0.0.1" in done.stderr
+    finally:
+        assert collector.stop() == 0, collector.log()
+
+
+def test_an_agent_once_waits_out_a_busy_collector_within_its_deadline(tmp_path: Path, sqlite_url: str) -> None:
+    """RESOURCE_EXHAUSTED means the collector is up and asks to retry later: `--once` backs off
+    and tries again until its deadline, saying so in one line per wait, instead of exiting 3."""
+    secret = tmp_path / "enroll.secret"
+    secret.write_text("fleet-secret\n")
+    secret.chmod(0o600)
+    # 20 a minute: a burst of 20, then one more every 3 s.
+    collector = start_collector(
+        tmp_path, sqlite_url, ["--enroll-secret-file", str(secret), "--enroll-per-minute", "20"]
+    )
+    try:
+        with grpc.insecure_channel(collector.address) as channel:
+            enroll = inventory_pb2_grpc.InventoryServiceStub(channel).Enroll
+            for n in range(21):
+                with pytest.raises(grpc.RpcError):
+                    enroll(inventory_pb2.EnrollRequest(host_id=f"g{n}", enroll_secret="wrong"), timeout=5)
+        config = tmp_path / "agent.toml"
+        config.write_text("[sender]\ninitial_backoff = 1\nmax_backoff = 2\n")
+        facts = write_facts(
+            tmp_path / "ws.json",
+            host_id="ws-busy.corp.example",
+            hostname="ws-busy.corp.example",
+            forest="corp.example",
+            client={"version": "SP2", "activation": "self", "cluster": None},
+        )
+        done = run_agent(
+            "--config",
+            str(config),
+            "--collector",
+            collector.address,
+            "--facts",
+            str(facts),
+            "--once",
+            "--enroll-secret-file",
+            str(secret),
+            "--deadline",
+            "30",
+        )
+        assert done.returncode == 0, done.stderr
+        busy = [line for line in done.stderr.splitlines() if "the collector is busy: trying again in" in line]
+        assert busy and "RESOURCE_EXHAUSTED: too many enrollments" in busy[0]
+        with grpc.insecure_channel(collector.address) as channel:
+            host = query_pb2_grpc.QueryServiceStub(channel).GetHost(
+                query_pb2.GetHostRequest(host_id="ws-busy.corp.example"), timeout=5
+            )
+        assert host.host.facts.host_id == "ws-busy.corp.example"
     finally:
         assert collector.stop() == 0, collector.log()

@@ -149,3 +149,87 @@ def test_with_enrollment_each_host_enrolls_with_its_own_node_key(tmp_path: Path)
         assert collector.log().count("enrolled host ams-rms-02") == 1
     finally:
         assert collector.stop() == 0, collector.log()
+
+
+def test_a_host_id_refused_to_this_process_is_set_aside_alone_and_tried_again(tmp_path: Path) -> None:
+    """One host whose id another machine holds (PERMISSION_DENIED on Enroll) must not stop the
+    others: it is set aside for this drain, loudly, with its report kept, and the next drain
+    after an operator allowed the re-enrollment delivers it."""
+    db = tmp_path / "rmsfleet.db"
+    secrets = tmp_path / "collector.secrets"
+    secrets.write_text("fleet-secret\n")
+    secrets.chmod(0o600)
+    agent_secret = tmp_path / "agent.secret"
+    agent_secret.write_text("fleet-secret\n")
+    collector = start_collector(tmp_path, f"sqlite:///{db}", ["--enroll-secret-file", str(secrets)])
+    try:
+        # Another machine enrolled as aa-rms-01 first, with a real agent of its own.
+        other = tmp_path / "other.json"
+        other.write_text(
+            '{"host_id": "aa-rms-01", "hostname": "other.corp.example", "forest": "corp.example",'
+            ' "client": {"version": "SP2", "activation": "self", "cluster": null}}'
+        )
+        owner = subprocess.run(
+            [
+                command("rmsfleet-agent"),
+                "--collector",
+                collector.address,
+                "--facts",
+                str(other),
+                "--once",
+                "--enroll-secret-file",
+                str(agent_secret),
+                "--state-dir",
+                str(tmp_path / "other-state"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert owner.returncode == 0, owner.stderr
+
+        config = agent_config(tmp_path, collector.address, agent_secret)
+        links = open_links(config.collectors, config.tls, config.sender)
+        hosts = HostOutboxes(config.state_dir)
+        try:
+            for host_id in ("aa-rms-01", "bb-rms-02", "cc-rms-03"):
+                hosts.put(server(host_id, Version.SP1), T0)
+            # One host at a time, the refused one first: before, it halted the drain for the rest.
+            first = hosts.drain(config, links, threading.Event(), concurrency=1)
+            by_host = {outcome.host_id: outcome for outcome in first.outcomes}
+            assert by_host["aa-rms-01"].status is HostStatus.IDENTITY and by_host["aa-rms-01"].pending == 1
+            assert "aa-rms-01 already holds a valid node key" in (by_host["aa-rms-01"].message or "")
+            assert by_host["bb-rms-02"].status is HostStatus.DELIVERED
+            assert by_host["cc-rms-03"].status is HostStatus.DELIVERED
+            assert first.failure is None and first.exit_code == 6
+            assert set(stored_hosts(db)) == {"aa-rms-01", "bb-rms-02", "cc-rms-03"}
+            assert stored_hosts(db)["aa-rms-01"][1] == "None", "the other machine's facts stand"
+
+            allowed = subprocess.run(
+                [
+                    command("rmsfleet-collector"),
+                    "hosts",
+                    "allow-reenroll",
+                    "aa-rms-01",
+                    "--for",
+                    "1h",
+                    "--db",
+                    f"sqlite:///{db}",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert allowed.returncode == 0, allowed.stderr
+            second = hosts.drain(config, links, threading.Event(), concurrency=1)
+            assert [(o.host_id, o.status) for o in second.outcomes] == [("aa-rms-01", HostStatus.DELIVERED)]
+            assert second.exit_code == 0
+        finally:
+            hosts.close()
+            for link in links:
+                link.close()
+        assert stored_hosts(db)["aa-rms-01"][1] == "SP1"
+    finally:
+        assert collector.stop() == 0, collector.log()

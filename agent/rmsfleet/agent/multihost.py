@@ -18,7 +18,9 @@ system, and no id can escape `hosts/` or hit a reserved Windows name.
 host over the shared collector links): at most `concurrency` hosts at a time. When a host cannot
 be served for a reason that is not its own (every collector address failed, or enrollment needs
 the operator), the hosts not started yet are left for the next drain (`SKIPPED`) instead of each
-waiting out its own deadlines against a collector that is down. Waiting between drains (the
+waiting out its own deadlines against a collector that is down. A refusal that concerns one host
+alone (`Failure.this_host_only`: the collector refuses that host id to us) sets that host aside
+for this drain, loudly, and the others carry on; it is tried again on the next drain. Waiting between drains (the
 backoff) is the caller's: `DrainResult.failure` says whether to back off.
 
 Thread-safe: `put` may be called from several threads, also while a drain runs; a host's
@@ -48,6 +50,7 @@ from rmsfleet.agent.probe.base import ProbeError
 from rmsfleet.agent.runner import (
     EXIT_CONFIG,
     EXIT_ENROLLMENT,
+    EXIT_IDENTITY,
     EXIT_OK,
     EXIT_REFUSED,
     EXIT_STOPPED,
@@ -88,6 +91,10 @@ class HostStatus(enum.Enum):
     REFUSED = "refused"  # the collector refused at least one report for good (set aside)
     UNREACHABLE = "unreachable"  # no collector address answered; reports kept
     ENROLLMENT = "enrollment"  # enrollment needs the operator (no secret, secret refused); kept
+    # The collector refuses this host id to us (PERMISSION_DENIED: another machine holds it, or
+    # the certificate does not name it): this host's reports are kept and retried next drain,
+    # the other hosts go on.
+    IDENTITY = "identity"
     SKIPPED = "skipped"  # not tried in this drain: an earlier host found the collector unusable
     STOPPED = "stopped"  # the stop event was set; reports kept
     ERROR = "error"  # the host's outbox cannot be opened; reports (if any) stay on disk
@@ -136,6 +143,8 @@ class DrainResult:
             return EXIT_STOPPED
         if self.failure is not None:
             return self.failure.exit_code
+        if any(outcome.status is HostStatus.IDENTITY for outcome in self.outcomes):
+            return EXIT_IDENTITY
         if any(outcome.status is HostStatus.REFUSED for outcome in self.outcomes):
             return EXIT_REFUSED
         if any(outcome.status is HostStatus.ERROR for outcome in self.outcomes):
@@ -388,6 +397,12 @@ class HostOutboxes:
             return outcome(HostStatus.STOPPED, "stopped before the collector acknowledged", runner)
         # The next hosts start where this one found a collector that answers.
         progress.link_index = runner.link_index
+        if failure is not None and failure.this_host_only:
+            left = outbox.pending_count()
+            log.error(
+                "%s; %d report(s) of host %s kept and tried again on the next drain", failure.message, left, host_id
+            )
+            return outcome(HostStatus.IDENTITY, failure.message, runner)
         if failure is not None:
             if not progress.halt.is_set():
                 progress.failure = failure

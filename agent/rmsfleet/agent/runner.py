@@ -88,6 +88,10 @@ class Problem(enum.Enum):
 class Failure:
     problem: Problem
     message: str
+    # UNREACHABLE because the collector answered RESOURCE_EXHAUSTED (its per-address limit of
+    # calls in flight, the Enroll rate limit, a full ingest queue): it is up, and asks to retry
+    # later. `run_once` waits and retries such a failure within its deadline.
+    busy: bool = False
 
     @property
     def exit_code(self) -> int:
@@ -113,6 +117,10 @@ class Refusal:
     sequence: int
     address: str
     reason: str
+
+
+def _busy(failure: RpcFailure) -> bool:
+    return failure.code.upper().removeprefix("STATUSCODE.") == "RESOURCE_EXHAUSTED"
 
 
 def _utc_now() -> datetime:
@@ -237,6 +245,7 @@ class Runner:
                 return Failure(
                     Problem.UNREACHABLE,
                     f"cannot reach the collector at {link.address} to enroll: {link.explain(failure)}",
+                    busy=_busy(failure),
                 )
             return Failure(
                 Problem.ENROLLMENT_REFUSED,
@@ -301,7 +310,9 @@ class Runner:
                 self.refusals.append(Refusal(entry.sequence, link.address, reason))
                 return None
             return Failure(
-                Problem.UNREACHABLE, f"cannot reach the collector at {link.address}: {link.explain(failure)}"
+                Problem.UNREACHABLE,
+                f"cannot reach the collector at {link.address}: {link.explain(failure)}",
+                busy=_busy(failure),
             )
         self.outbox.ack(entry.sequence)
         self.backoff.reset()
@@ -374,7 +385,7 @@ class Runner:
         except (ProbeError, OutboxStorageError) as exc:
             return EXIT_CONFIG, str(exc)
         try:
-            failure = self.drain()
+            failure = self._drain_within_deadline()
         except Stopped:
             return EXIT_STOPPED, "stopped before the collector acknowledged the report"
         if failure is not None:
@@ -383,6 +394,29 @@ class Runner:
             if refusal.sequence == entry.sequence:
                 return EXIT_REFUSED, f"the collector at {refusal.address} refused the report: {refusal.reason}"
         return EXIT_OK, None
+
+    def _drain_within_deadline(self) -> Failure | None:
+        """drain(), again after a backoff while every address answered busy (RESOURCE_EXHAUSTED)
+        and the sender's deadline (--deadline, counted from the first busy answer) is not over:
+        a busy collector is up and asks to be retried, unlike one that does not answer."""
+        failure = self.drain()
+        until = self._monotonic() + self.config.sender.rpc_deadline_seconds
+        while failure is not None and failure.busy:
+            left = until - self._monotonic()
+            if left <= 0:
+                return failure
+            delay = min(self.backoff.next_delay(), left)
+            log.warning(
+                "%s; the collector is busy: trying again in %.1f s (for at most %.1f s more)",
+                failure.message,
+                delay,
+                left,
+            )
+            self._sleep(delay)
+            if self.stop.is_set():
+                raise Stopped()
+            failure = self.drain()
+        return failure
 
     def run_forever(self) -> int:
         """Probe every interval (jittered), send, back off on failures; until `stop` is set.

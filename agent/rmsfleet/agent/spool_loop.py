@@ -22,7 +22,7 @@ from rmsfleet.agent import __version__
 from rmsfleet.agent.backoff import Backoff
 from rmsfleet.agent.config import AgentConfig
 from rmsfleet.agent.multihost import DrainResult, HostOutboxes, HostStatus
-from rmsfleet.agent.runner import EXIT_CONFIG, EXIT_OK, EXIT_REFUSED, EXIT_STOPPED, Problem
+from rmsfleet.agent.runner import EXIT_CONFIG, EXIT_IDENTITY, EXIT_OK, EXIT_REFUSED, EXIT_STOPPED, Problem
 from rmsfleet.agent.spool import PassResult, SpoolFolder
 from rmsfleet.agent.transport import Link
 
@@ -89,6 +89,8 @@ class SpoolRunner:
         self._sleep(self.folder.settle_seconds)
         taken = rejected = 0
         refusals: list[str] = []
+        # Hosts whose id the collector refuses to us: set aside for this drain only (multihost).
+        identities: dict[str, str] = {}
         while not self.stop.is_set():
             result = self._pass()
             if result is None:
@@ -104,6 +106,11 @@ class SpoolRunner:
                 if outcome.status is HostStatus.REFUSED
                 for refusal in outcome.refusals
             ]
+            identities.update(
+                (outcome.directory, outcome.message or "")
+                for outcome in drained.outcomes
+                if outcome.status is HostStatus.IDENTITY
+            )
             if drained.stopped:
                 break
             if drained.failure is not None:
@@ -121,6 +128,11 @@ class SpoolRunner:
                 break
         if self.stop.is_set():
             return EXIT_STOPPED, "stopped before every report was acknowledged (they stay in the outboxes)"
+        if identities:
+            first = next(iter(identities.values()))
+            return EXIT_IDENTITY, (
+                f"the collector refuses {len(identities)} host id(s) to this agent, their reports are kept: {first}"
+            )
         if refusals:
             return EXIT_REFUSED, f"the collector refused {len(refusals)} report(s): {refusals[0]}"
         if rejected:

@@ -55,6 +55,8 @@ class ServeConfig:
     max_calls_per_peer: int = 16
     enroll_per_minute: int = 30
     metrics_max_clusters: int = 500
+    # Upgrade plans computed at once (plan_cache.py); more callers wait, then RESOURCE_EXHAUSTED.
+    max_concurrent_plans: int = 2
     # A plaintext listener that serves only the gRPC health service (health_listener.py).
     health_listen: str | None = None
 
@@ -200,6 +202,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "(RMSFLEET_METRICS_MAX_CLUSTERS; default 500)",
     )
     parser.add_argument(
+        "--max-concurrent-plans",
+        type=int,
+        help="upgrade plans computed at once; callers beyond wait, then get RESOURCE_EXHAUSTED "
+        "(RMSFLEET_MAX_CONCURRENT_PLANS; default 2)",
+    )
+    parser.add_argument(
         "--disable-policy",
         action="append",
         default=None,
@@ -306,6 +314,14 @@ def serve_config(args: argparse.Namespace, environ: Mapping[str, str]) -> ServeC
                 "RMSFLEET_METRICS_MAX_CLUSTERS",
                 defaults.metrics_max_clusters,
                 "--metrics-max-clusters",
+            )
+        ),
+        max_concurrent_plans=int(
+            number(
+                getattr(args, "max_concurrent_plans", None),
+                "RMSFLEET_MAX_CONCURRENT_PLANS",
+                defaults.max_concurrent_plans,
+                "--max-concurrent-plans",
             )
         ),
         health_listen=pick(getattr(args, "health_listen", None), "RMSFLEET_HEALTH_LISTEN", "") or None,

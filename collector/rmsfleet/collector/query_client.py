@@ -75,6 +75,21 @@ def pages(fetch: Callable[[str], Any], items: Callable[[Any], list[M]]) -> Itera
             return
 
 
+def _responses(fetch: Callable[[str], Any]) -> Iterator[Any]:
+    """Every response of a paged list, one request per page."""
+    token = ""
+    while True:
+        response = fetch(token)
+        yield response
+        token = response.next_page_token
+        if not token:
+            return
+
+
+# Walks of the plan's pages started before giving up on a fleet whose facts keep changing.
+PLAN_WALKS = 3
+
+
 @dataclass(frozen=True, slots=True)
 class Evaluated(Generic[T]):
     """An answer and how far evaluation had got when the collector gave it
@@ -162,5 +177,22 @@ class QueryClient:
 
         return [qv.exemption_dict(e) for e in pages(fetch, lambda r: list(r.exemptions))]
 
-    def plan(self, max_unavailable: float | None, forest: str | None) -> dict[str, Any]:
-        return qv.plan_dict(self.stub.GetPlan(qv.plan_request(max_unavailable, forest), timeout=self.timeout))
+    def plan(
+        self, max_unavailable: float | None, forest: str | None, page_size: int = qv.PLAN_MAX_PAGE_SIZE
+    ) -> dict[str, Any]:
+        """The whole plan, page after page. Every page of a walk comes from one plan; when the
+        fleet's facts changed mid-walk the collector no longer has it (ABORTED) and the walk
+        starts again, at most PLAN_WALKS times."""
+        request = qv.plan_request(max_unavailable, forest, page_size)
+
+        def fetch(token: str) -> query_pb2.GetPlanResponse:
+            request.page_token = token
+            return self.stub.GetPlan(request, timeout=self.timeout)
+
+        for walk in range(1, PLAN_WALKS + 1):
+            try:
+                return qv.merge_plan_pages(qv.plan_dict(page) for page in _responses(fetch))
+            except grpc.RpcError as exc:
+                if walk == PLAN_WALKS or exc.code() is not grpc.StatusCode.ABORTED:
+                    raise
+        raise AssertionError("unreachable")

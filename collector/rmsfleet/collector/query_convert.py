@@ -37,7 +37,8 @@ from rmsfleet.v1 import facts_pb2, query_pb2
 if TYPE_CHECKING:
     from rmsfleet.collector.domain.capabilities import ClusterCapabilities
     from rmsfleet.collector.domain.model import FactChange
-    from rmsfleet.collector.domain.planner import Plan
+    from rmsfleet.collector.domain.plan_pages import PlanPage
+    from rmsfleet.collector.domain.planner import Unplanned, Wave
     from rmsfleet.collector.store.queries import ExemptionView, HostFilter, HostView, ViolationFilter, ViolationView
 
 T = TypeVar("T")
@@ -53,6 +54,12 @@ MAX_POLICY_LENGTH = 64
 DEFAULT_EVALUATION_WAIT = 30.0
 MAX_EVALUATION_WAIT = 300.0
 MAX_EVALUATION_WAIT_SECONDS = 86_400
+# The plan pages host entries (domain/plan_pages.py). A page of 5000 host ids with their
+# unplanned reasons stays far under the 4 MiB message limit even at the longest ids; 0 asks for
+# the whole plan, as clients before paging did, up to PLAN_UNPAGED_LIMIT entries.
+PLAN_MAX_PAGE_SIZE = 5000
+PLAN_UNPAGED_LIMIT = 50_000
+_PLAN_TOKEN_EXPECTED = "a token from a previous response with the same forest and max_unavailable"
 
 
 class BadRequest(ValueError):
@@ -170,6 +177,43 @@ def plan_share(request: query_pb2.GetPlanRequest, default: float) -> float:
 
 def plan_forest(request: query_pb2.GetPlanRequest) -> str | None:
     return _text("forest", request.forest, MAX_ID_LENGTH)
+
+
+def plan_page_size(request: query_pb2.GetPlanRequest) -> int | None:
+    """Host entries per page; None for the whole plan (page_size 0 and no token)."""
+    if request.page_size < 0:
+        raise BadRequest("page_size", "a number >= 0")
+    if request.page_size == 0:
+        return PLAN_MAX_PAGE_SIZE if request.page_token else None
+    return min(request.page_size, PLAN_MAX_PAGE_SIZE)
+
+
+def plan_position(request: query_pb2.GetPlanRequest) -> tuple[int, str, int] | None:
+    """(facts generation, plan id, first entry) a page token names; None for the first page.
+    The token is checked for its form here; that it belongs to this question (forest, share)
+    is checked against the plan id by the servicer."""
+    try:
+        key = paging.decode_token(request.page_token)
+    except paging.BadPageToken as exc:
+        raise BadRequest(exc.field, _PLAN_TOKEN_EXPECTED) from None
+    if key is None:
+        return None
+    parts = key.split(":")
+    numbers = (parts[0], parts[2]) if len(parts) == 3 else ()
+    if not numbers or not all(p.isascii() and p.isdigit() and int(p) <= paging.MAX_ID for p in numbers):
+        raise BadRequest("page_token", _PLAN_TOKEN_EXPECTED)
+    plan_id = parts[1]
+    if len(plan_id) != 16 or any(ch not in "0123456789abcdef" for ch in plan_id):
+        raise BadRequest("page_token", _PLAN_TOKEN_EXPECTED)
+    return int(parts[0]), plan_id, int(parts[2])
+
+
+def bad_plan_token() -> BadRequest:
+    return BadRequest("page_token", _PLAN_TOKEN_EXPECTED)
+
+
+def plan_token(generation: int, plan_id: str, start: int) -> str:
+    return paging.encode_token(f"{generation}:{plan_id}:{start}")
 
 
 # --- responses, on the servicer's side -----------------------------------------------------------
@@ -301,8 +345,15 @@ def exemptions_response(rows: Sequence[ExemptionView], limit: int) -> query_pb2.
     )
 
 
-def plan_response(plan: Plan) -> query_pb2.GetPlanResponse:
+def plan_response(page: PlanPage, next_page_token: str) -> query_pb2.GetPlanResponse:
+    return _plan_response(page.waves, page.unplanned, next_page_token)
+
+
+def _plan_response(
+    waves: Sequence[Wave], unplanned: Sequence[Unplanned], next_page_token: str
+) -> query_pb2.GetPlanResponse:
     return query_pb2.GetPlanResponse(
+        next_page_token=next_page_token,
         waves=[
             query_pb2.PlanWave(
                 number=wave.number,
@@ -322,11 +373,11 @@ def plan_response(plan: Plan) -> query_pb2.GetPlanResponse:
                     for item in wave.checklist
                 ],
             )
-            for wave in plan.waves
+            for wave in waves
         ],
         unplanned=[
             query_pb2.UnplannedHost(host_id=u.host_id, role=u.role, version=VERSION_TO_PB[u.version], reason=u.reason)
-            for u in plan.unplanned
+            for u in unplanned
         ],
     )
 
@@ -368,8 +419,10 @@ def ask_to_wait(
         request.wait_for_evaluation.timeout.FromTimedelta(timedelta(seconds=seconds))
 
 
-def plan_request(max_unavailable: float | None, forest: str | None) -> query_pb2.GetPlanRequest:
-    return query_pb2.GetPlanRequest(max_unavailable=max_unavailable or 0.0, forest=forest or "")
+def plan_request(
+    max_unavailable: float | None, forest: str | None, page_size: int = PLAN_MAX_PAGE_SIZE
+) -> query_pb2.GetPlanRequest:
+    return query_pb2.GetPlanRequest(max_unavailable=max_unavailable or 0.0, forest=forest or "", page_size=page_size)
 
 
 # --- responses, on the CLI's side: the JSON contracts --------------------------------------------
@@ -498,3 +551,29 @@ def plan_dict(response: query_pb2.GetPlanResponse) -> dict[str, Any]:
             for u in response.unplanned
         ],
     }
+
+
+def merge_plan_pages(pages: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """The plan_dicts of a walk's pages as the one plan_dict of the whole plan: a wave cut by a
+    page end continues on the next page under the same number, and its steps under the same
+    (forest, cluster, role, from, to) (domain/plan_pages.py)."""
+    waves: list[dict[str, Any]] = []
+    unplanned: list[dict[str, Any]] = []
+    for page in pages:
+        for wave in page["waves"]:
+            if not waves or waves[-1]["wave"] != wave["wave"]:
+                waves.append({"wave": wave["wave"], "checklist": [], "steps": []})
+            merged = waves[-1]
+            merged["checklist"].extend(wave["checklist"])
+            for step in wave["steps"]:
+                last = merged["steps"][-1] if merged["steps"] else None
+                if last is not None and _step_key(last) == _step_key(step):
+                    last["hosts"].extend(step["hosts"])
+                else:
+                    merged["steps"].append({**step, "hosts": list(step["hosts"])})
+        unplanned.extend(page["unplanned"])
+    return {"waves": waves, "unplanned": unplanned}
+
+
+def _step_key(step: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (step["forest"], step["cluster"], step["role"], step["from"], step["to"])

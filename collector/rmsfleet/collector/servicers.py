@@ -16,7 +16,6 @@ from rmsfleet.collector import query_convert as qv
 from rmsfleet.collector.clock import Clock
 from rmsfleet.collector.config import ServeConfig
 from rmsfleet.collector.domain.cluster_summary import summarize_clusters
-from rmsfleet.collector.domain.planner import plan_upgrade
 from rmsfleet.collector.enrollment import MAX_SECRET_LENGTH, KeyProblem, NodeKeyRejected, SecretFile, hash_node_key
 from rmsfleet.collector.identity import (
     CertificateBinding,
@@ -27,11 +26,12 @@ from rmsfleet.collector.identity import (
 )
 from rmsfleet.collector.ingest import GroupCommitWriter, IngestFailed, IngestOverloaded, IngestStopped, ReportRefused
 from rmsfleet.collector.metrics import CollectorMetrics
+from rmsfleet.collector.plan_cache import PlanBusy, PlanCache, plan_id_of
 from rmsfleet.collector.query_convert import BadRequest
 from rmsfleet.collector.reports import IncomingReport, Outcome
 from rmsfleet.collector.store import queries
 from rmsfleet.collector.store.aggregates_sql import compute_aggregates
-from rmsfleet.collector.store.evaluation_sql import load_fleet
+from rmsfleet.collector.store.plan_sql import plan_reads
 from rmsfleet.collector.watermark import EvaluationMark, EvaluationWatermark
 from rmsfleet.contract import wire as convert
 from rmsfleet.contract.facts import MAX_ID_LENGTH, InvalidFacts
@@ -46,6 +46,8 @@ DEFAULT_ACK_WAIT = 30.0
 # A query that waits for evaluation answers this much before the caller's deadline, so the
 # caller gets the collector's explanation instead of a bare "deadline exceeded".
 EVALUATION_WAIT_MARGIN = 0.5
+# How long a GetPlan waits for a free plan slot (or the identical plan in progress) at most.
+PLAN_WAIT = 10.0
 
 
 def observed(method: str) -> Callable[[Callable[..., R]], Callable[..., R]]:
@@ -200,6 +202,10 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         self.metrics = metrics
         self.clock = clock
         self.watermark = watermark
+        # A quarter of the workers at most wait for a plan: the rest keep answering (plan_cache.py).
+        self.plans = PlanCache(
+            *plan_reads(sessions), max_concurrent=config.max_concurrent_plans, max_waiting=max(1, config.workers // 4)
+        )
 
     def _evaluation(self, context: grpc.ServicerContext, wait: float | None) -> EvaluationMark:
         """The watermark an answer goes with, taken before its read (so the answer reflects at
@@ -293,7 +299,41 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
     def GetPlan(self, request: query_pb2.GetPlanRequest, context: grpc.ServicerContext) -> query_pb2.GetPlanResponse:
         share = self._valid(context, lambda: qv.plan_share(request, self.config.plan_max_unavailable))
         forest = self._valid(context, lambda: qv.plan_forest(request))
-        # The planner reads current facts only; no history.
-        fleet = self._read(context, lambda session: load_fleet(session, with_history=False))
-        hosts = [h for h in fleet.hosts if forest is None or h.facts.forest == forest]
-        return qv.plan_response(plan_upgrade(hosts, max_unavailable=share))
+        size = self._valid(context, lambda: qv.plan_page_size(request))
+        position = self._valid(context, lambda: qv.plan_position(request))
+        if position is not None and plan_id_of(position[0], forest, share) != position[1]:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(qv.bad_plan_token()))
+        # Computed at most config.max_concurrent_plans at a time, shared by identical calls,
+        # reused while the facts stand (plan_cache.py). A caller waits for a slot no longer
+        # than its deadline allows, so it hears why rather than a bare DEADLINE_EXCEEDED.
+        remaining = context.time_remaining()
+        wait = PLAN_WAIT if remaining is None else min(PLAN_WAIT, max(0.0, remaining - EVALUATION_WAIT_MARGIN))
+        try:
+            found = None if position is None else self.plans.cached(position[1])
+            if found is None:
+                found = self.plans.get(forest, share, wait)
+        except PlanBusy as exc:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        except SQLAlchemyError as exc:
+            self._database_failed(context, exc)
+        if position is not None and found.plan_id != position[1]:
+            context.abort(
+                grpc.StatusCode.ABORTED,
+                "page_token: the fleet's facts changed since the first page and its plan is gone; "
+                "ask again from the first page",
+            )
+        start = 0 if position is None else position[2]
+        if size is None:
+            if found.paged.entries > qv.PLAN_UNPAGED_LIMIT:
+                context.abort(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"page_size: the plan holds {found.paged.entries} host entries, more than one answer "
+                    f"carries ({qv.PLAN_UNPAGED_LIMIT}); ask for pages (page_size 1 to {qv.PLAN_MAX_PAGE_SIZE})",
+                )
+            size = max(found.paged.entries, 1)
+        try:
+            page = found.paged.page(start, size)
+        except ValueError:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(qv.bad_plan_token()))
+        token = "" if page.next_start is None else qv.plan_token(found.generation, found.plan_id, page.next_start)
+        return qv.plan_response(page, token)

@@ -723,19 +723,34 @@ class GetPlanRequest(_message.Message):
 
     MAX_UNAVAILABLE_FIELD_NUMBER: _builtins.int
     FOREST_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     max_unavailable: _builtins.float
     """Share of a cluster's servers that may be upgraded at once, (0, 1]; 0 means the collector's default."""
     forest: _builtins.str
     """Only plan this forest (D7: forests are planned independently); empty means all."""
+    page_size: _builtins.int
+    """Host entries per page: the host ids of the steps, wave after wave, then the unplanned
+    hosts; a wave or step longer than the page continues on the next one. Up to 5000; 0 asks
+    for the whole plan in one answer (what clients before paging asked for), refused with
+    FAILED_PRECONDITION when the plan holds more than 50,000 entries.
+    """
+    page_token: _builtins.str
+    """From a previous answer with the same forest and max_unavailable. Every page of one walk
+    comes from the same plan; when the fleet's facts changed and that plan is gone, the call
+    fails with ABORTED: start again from the first page.
+    """
     def __init__(
         self,
         *,
         max_unavailable: _builtins.float = ...,
         forest: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["forest", b"forest", "max_unavailable", b"max_unavailable"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["forest", b"forest", "max_unavailable", b"max_unavailable", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -747,8 +762,15 @@ class GetPlanResponse(_message.Message):
 
     WAVES_FIELD_NUMBER: _builtins.int
     UNPLANNED_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
     @_builtins.property
-    def waves(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlanWave]: ...
+    def waves(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlanWave]:
+        """On a page: the waves (or their parts) it holds. A wave cut by the page end appears again on
+        the next page with the same number, its steps continuing (a step is known by forest,
+        cluster, role and versions); its checklist comes with its first part.
+        """
+
     @_builtins.property
     def unplanned(self) -> _containers.RepeatedCompositeFieldContainer[Global___UnplannedHost]: ...
     def __init__(
@@ -756,10 +778,11 @@ class GetPlanResponse(_message.Message):
         *,
         waves: _abc.Iterable[Global___PlanWave] | None = ...,
         unplanned: _abc.Iterable[Global___UnplannedHost] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["unplanned", b"unplanned", "waves", b"waves"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "unplanned", b"unplanned", "waves", b"waves"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
