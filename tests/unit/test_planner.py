@@ -92,9 +92,33 @@ def test_d2_clients_go_straight_to_sp2_after_their_clusters_servers() -> None:
     )
 
     assert steps_of(plan) == [
-        [("https://rms", "server", ("s1",), "SP1", "SP2")],
-        [("https://rms", "client", ("c1",), "RTM", "SP2"), ("https://rms", "client", ("c2",), "SP1", "SP2")],
+        # c1 is RTM: it leads (D14, see below); the cluster already has an SP1 server, so its
+        # server step does not wait for it.
+        [("https://rms", "server", ("s1",), "SP1", "SP2"), ("https://rms", "client", ("c1",), "RTM", "SP2")],
+        [("https://rms", "client", ("c2",), "SP1", "SP2")],
     ]
+
+
+def test_d14_rtm_clients_reach_sp2_before_the_first_server_of_their_cluster_leaves_rtm() -> None:
+    plan = plan_upgrade(
+        [
+            server("s1", RTM, "https://rms", client=RTM, client_cluster="https://rms"),
+            server("s2", RTM, "https://rms"),
+            client("c1", RTM, "https://rms"),
+            client("c2", SP1, "https://rms"),
+        ]
+    )
+
+    assert steps_of(plan) == [
+        # Online publishing keeps working for every client: no server is past RTM yet.
+        [("https://rms", "client", ("c1", "s1"), "RTM", "SP2")],
+        [("https://rms", "server", ("s1",), "RTM", "SP1")],
+        [("https://rms", "server", ("s2",), "RTM", "SP1")],
+        [("https://rms", "server", ("s1",), "SP1", "SP2")],
+        [("https://rms", "server", ("s2",), "SP1", "SP2")],
+        [("https://rms", "client", ("c2",), "SP1", "SP2")],
+    ]
+    assert [item.cluster for item in plan.waves[1].checklist] == ["https://rms"] * len(D4_CHECKLIST)
 
 
 def test_d5_a_cluster_is_upgraded_in_rolling_batches_and_all_rtm_servers_reach_sp1_first() -> None:
@@ -346,6 +370,8 @@ def test_replaying_any_plan_keeps_every_rule_and_ends_at_sp2(fleet: RandomFleet,
     for host_id, cluster in cluster_of.items():
         members[cluster].append(host_id)
     consistent_at_start = {lic for lic, root in fleet.root_of.items() if not _ahead(servers, members, lic, root)}
+    client_cluster = {h.facts.host_id: h.facts.client.cluster for h in fleet.hosts if h.facts.client is not None}
+    past_rtm_at_start = {c for c, ids in members.items() if any(servers[h] in (SP1, SP2) for h in ids)}
     checklist_wave: dict[str, int] = {}
     first_server_wave: dict[str, int] = {}
     last_server_wave: dict[str, int] = {}
@@ -376,9 +402,15 @@ def test_replaying_any_plan_keeps_every_rule_and_ends_at_sp2(fleet: RandomFleet,
                 if root is not None:
                     # D6: a licensing server moves only once its whole root is at SP2.
                     assert all(servers_at_start[h] is SP2 for h in members[root])
-            elif step.cluster in members:
-                # Clients follow the servers of the cluster they name.
+            elif step.cluster in members and step.from_version is not RTM:
+                # Clients follow the servers of the cluster they name (D2); RTM clients lead (D14).
                 assert last_server_wave.get(step.cluster, 0) < wave.number
+        # D14: the plan never leaves an RTM client naming a cluster that has a server past RTM,
+        # unless that was so before the plan.
+        for host_id, version in clients.items():
+            cluster = client_cluster.get(host_id)
+            if version is RTM and cluster in members and cluster not in past_rtm_at_start:
+                assert all(servers[h] in (RTM, UNKNOWN) for h in members[cluster]), f"{host_id}: D14 after wave"
         for cluster, busy in per_cluster.items():
             n = len(members[cluster])
             # D5: never more than the allowed share of a cluster's servers in one wave.

@@ -17,6 +17,12 @@ holds after each wave, not only at the end:
 - D2: clients go straight to SP2, in the wave after their cluster's last server step, so
   servers lead and every client upgrade lands on an upgraded cluster. Clients of no reported
   cluster, or of a cluster with no server step, go in the first wave they can.
+- D14: except RTM clients. An RTM client cannot publish online against an SP1 or later server,
+  so a plan that led with the servers would break online publishing for every RTM client of the
+  cluster until its last server step. RTM clients go to SP2 (D2 allows it from any version) in
+  the first wave they can, and a cluster whose servers are all still at RTM starts its server
+  steps only in a wave after its last RTM client step. (A cluster that already has a server at
+  SP1 or later gains nothing from waiting: its RTM clients just go first.)
 - D4: the checklist for a cluster is attached to the wave holding its first server step.
   Clusters whose servers need no step get no checklist: D4 protects the cluster's databases
   and key, which client upgrades do not touch.
@@ -188,6 +194,12 @@ class _Planner:
             host for versions in self.pending.values() for ids in versions.values() for host in ids
         }
         self.started: set[str] = set()
+        # Clusters no server of which has left RTM (simulated): their RTM clients go first (D14).
+        self.all_rtm = {
+            url
+            for url, members in self.clusters.items()
+            if members.servers and all(_server_version(h) is Version.RTM for h in members.servers)
+        }
 
     def _skip(self, host: HostRecord, role: Role, version: Version, reason: str) -> None:
         self.unplanned.append(Unplanned(host.facts.host_id, role, version, reason))
@@ -246,26 +258,36 @@ class _Planner:
         steps: list[Step] = []
         checklist: list[ChecklistItem] = []
 
+        # D14: clusters that must wait for their RTM clients before a server leaves RTM.
+        awaiting_clients = {c.cluster for c in self.clients if c.version is Version.RTM} & self.all_rtm
         for url in sorted(self.pending):
             members = self.clusters[url]
             if members.kind is ClusterKind.LICENSING and members.root_cluster not in done_clusters:
                 continue
+            if url in awaiting_clients:
+                continue
+            self.all_rtm.discard(url)
             if url not in self.started:
                 self.started.add(url)
                 checklist.extend(ChecklistItem(members.forest, url, action) for action in D4_CHECKLIST)
             steps.append(self._server_step(members, budget[url]))
             budget[url] -= len(steps[-1].hosts)
 
+        in_server_steps = {host for step in steps for host in step.hosts}
         chosen: dict[tuple[str, str | None, Version], list[str]] = defaultdict(list)
         waiting: list[_PendingClient] = []
         for client in self.clients:
-            if client.cluster in self.clusters and client.cluster not in done_clusters:
+            # D14: RTM clients lead their cluster's servers; the others follow them (D2).
+            leads = client.version is Version.RTM
+            if not leads and client.cluster in self.clusters and client.cluster not in done_clusters:
                 waiting.append(client)
                 continue
             if client.server_cluster is not None:
-                # The host is one of its server cluster's servers: its own server steps come
-                # first, and the client upgrade takes it out of service like any step (D5).
-                if client.host_id in servers_still_pending or budget[client.server_cluster] == 0:
+                # The host is one of its server cluster's servers, and the client upgrade takes it
+                # out of service like any step (D5). A following client waits for the host's own
+                # server steps; a leading one only for a wave in which the host is not upgraded.
+                busy = client.host_id in in_server_steps if leads else client.host_id in servers_still_pending
+                if busy or budget[client.server_cluster] == 0:
                     waiting.append(client)
                     continue
                 budget[client.server_cluster] -= 1
