@@ -408,9 +408,9 @@ def test_replaying_any_plan_keeps_every_rule_and_ends_at_sp2(fleet: RandomFleet,
         # D14: the plan never leaves an RTM client naming a cluster that has a server past RTM,
         # unless that was so before the plan.
         for host_id, version in clients.items():
-            cluster = client_cluster.get(host_id)
-            if version is RTM and cluster in members and cluster not in past_rtm_at_start:
-                assert all(servers[h] in (RTM, UNKNOWN) for h in members[cluster]), f"{host_id}: D14 after wave"
+            named = client_cluster.get(host_id)
+            if version is RTM and named in members and named not in past_rtm_at_start:
+                assert all(servers[h] in (RTM, UNKNOWN) for h in members[named]), f"{host_id}: D14 after wave"
         for cluster, busy in per_cluster.items():
             n = len(members[cluster])
             # D5: never more than the allowed share of a cluster's servers in one wave.
