@@ -194,11 +194,12 @@ class _Planner:
             host for versions in self.pending.values() for ids in versions.values() for host in ids
         }
         self.started: set[str] = set()
-        # Clusters no server of which has left RTM (simulated): their RTM clients go first (D14).
+        # Clusters with no server known past RTM (simulated; UNKNOWN is not known past it): their
+        # RTM clients go first (D14).
         self.all_rtm = {
             url
             for url, members in self.clusters.items()
-            if members.servers and all(_server_version(h) is Version.RTM for h in members.servers)
+            if all(_server_version(h) in (Version.RTM, Version.UNKNOWN) for h in members.servers)
         }
 
     def _skip(self, host: HostRecord, role: Role, version: Version, reason: str) -> None:
