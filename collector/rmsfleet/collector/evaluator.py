@@ -179,7 +179,8 @@ class Evaluator:
     def stop(self, timeout: float = 30.0) -> None:
         self._stopping.set()
         self._dirty.set()
-        self._thread.join(timeout)
+        if self._thread.ident is not None:  # started
+            self._thread.join(timeout)
         if self._leadership is not None:
             self._leadership.release()
 
