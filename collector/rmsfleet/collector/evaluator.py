@@ -202,7 +202,7 @@ class Evaluator:
         """Called by the writer after each commit, before the reports are acknowledged: counts
         them on the watermark with the highest feed id the batch wrote, and wakes the loop when
         there is something to evaluate."""
-        self.watermark.committed(len(results), feed_id)
+        self.watermark.committed(len(results), feed_id, changed=feed_id is not None)
         if feed_id is not None:
             self._dirty.set()
 

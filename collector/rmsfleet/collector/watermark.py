@@ -25,6 +25,10 @@ from rmsfleet.collector.clock import Clock
 MAX_PENDING_BATCHES = 1024
 # How a query that waited in vain starts its message (the CLI recognises it by this).
 NOT_EVALUATED = "evaluation has not covered the reports committed before this call"
+# Stands for the feed id of a batch that changed something but wrote no feed rows: only a pass
+# that covers its count (covered()) covers it. Above any id a feed can reach; merged batches keep
+# the highest, so a merge never lets it through early.
+_BY_A_PASS = 2**63
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,29 +64,31 @@ class EvaluationWatermark:
         # highest feed id it wrote or None).
         self._pending: deque[tuple[int, datetime, int | None]] = deque()
 
-    def committed(self, reports: int, feed_id: int | None = None) -> int:
-        """Count a committed batch of `reports` that wrote feed rows up to `feed_id` (None: no
-        row, nothing a rule reads changed); returns the new committed total. A batch without
-        feed rows behind no waiting batch is covered at once."""
+    def committed(self, reports: int, feed_id: int | None = None, *, changed: bool = True) -> int:
+        """Count a committed batch of `reports`; returns the new committed total. A batch that
+        wrote change-feed rows up to `feed_id` is covered once the feed holds none of them
+        (covered_by_feed); one that `changed` nothing a rule reads, as soon as no earlier batch
+        waits; any other batch when a pass covers its total (covered)."""
         with self._changed:
             if reports <= 0:
                 return self._committed
             self._committed += reports
-            if feed_id is None and not self._pending:
+            waits_for = feed_id if feed_id is not None else (_BY_A_PASS if changed else None)
+            if waits_for is None and not self._pending:
                 self._evaluated = self._committed
                 self._changed.notify_all()
             elif len(self._pending) < MAX_PENDING_BATCHES:
-                self._pending.append((self._committed, self._clock(), feed_id))
+                self._pending.append((self._committed, self._clock(), waits_for))
             else:
                 last = self._pending[-1]
-                merged = last[2] if feed_id is None else max(feed_id, last[2] or 0)
+                merged = last[2] if waits_for is None else max(waits_for, last[2] or 0)
                 self._pending[-1] = (self._committed, last[1], merged)
             return self._committed
 
     def highest_feed_id(self) -> int | None:
         """The highest feed id a waiting batch wrote (None: none waits on the feed)."""
         with self._changed:
-            ids = [f for _c, _t, f in self._pending if f is not None]
+            ids = [f for _c, _t, f in self._pending if f is not None and f != _BY_A_PASS]
             return max(ids) if ids else None
 
     def coverable(self, through: int, lowest_pending: int | None) -> bool:
@@ -138,4 +144,6 @@ class EvaluationWatermark:
 
 def _feed_covers(batch: tuple[int, datetime, int | None], through: int, lowest_pending: int | None) -> bool:
     count, _at, feed_id = batch
-    return count <= through and (feed_id is None or lowest_pending is None or feed_id < lowest_pending)
+    if count > through or feed_id == _BY_A_PASS:
+        return False
+    return feed_id is None or lowest_pending is None or feed_id < lowest_pending
