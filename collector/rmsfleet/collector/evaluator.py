@@ -120,7 +120,7 @@ class Evaluator:
     under the transaction-scoped advisory lock; every replica refreshes its aggregates.
 
     On PostgreSQL the leader looks at the feed every `feed_poll` seconds (other replicas' rows)
-    and at once when its own writer wrote some; the other replicas read the lowest id left in
+    and one `debounce` after its own writer wrote some; the other replicas read the lowest id left in
     the feed as often, for their watermark. A pass that could not run (the lock held elsewhere,
     the database failed) leaves its rows in the feed, and the next try takes them again."""
 
