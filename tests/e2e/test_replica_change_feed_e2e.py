@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -91,8 +92,12 @@ def test_a_change_reported_to_a_replica_that_does_not_evaluate_is_evaluated_thro
         assert metric_value(second.metrics(), "rmsfleet_evaluation_pending_reports") == 0
         since = stored_since(engine, "ws1")
 
+        killed_at = time.monotonic()
         first.stop(signal.SIGKILL)
-        wait_for(lambda: leads(second), timeout=60, what="the second replica to take over")
+        wait_for(lambda: leads(second), timeout=60, interval=0.05, what="the second replica to take over")
+        takeover = time.monotonic() - killed_at
+        print(f"the other replica took the evaluation over {takeover:.2f} s after the SIGKILL")
+        record_property("takeover_seconds", round(takeover, 2))
         report_facts(second, rtm_client(tmp_path, "ws2"))
         takeover_delay = evaluation_delay(engine, "ws2")
         print(
