@@ -10,7 +10,12 @@ The evaluator and the metrics are built as server.start() builds them, then time
 
   first full pass     evaluate_once() on a fleet with no violations yet: opens every one
   steady full pass    evaluate_once() again: same findings, nothing to write
-  incremental pass    evaluate_changes() for --touched hosts (what follows a committed batch)
+  incremental pass    evaluate_changes() for --touched hosts (the hosts given directly)
+  feed pass           evaluate_feed() after --touched hosts were written to the change feed:
+                      what follows a committed batch since the feed (takes and deletes the rows
+                      too, and refreshes the aggregates when violations moved, as the loop did
+                      after evaluate_changes before the feed: timed side by side); the feed
+                      insert and its commit, as the writer does it, timed apart
   scrape              prometheus_client.generate_latest(registry) with FleetStateCollector
 
 plus, once, the parts of a full pass on their own (load, policies, reconcile, aggregates).
@@ -49,6 +54,7 @@ from rmsfleet.collector.domain.policies import POLICIES, PolicyContext, evaluate
 from rmsfleet.collector.evaluator import Evaluator, reconcile
 from rmsfleet.collector.metrics import AggregatesHolder, CollectorMetrics, FleetStateCollector
 from rmsfleet.collector.store.aggregates_sql import compute_aggregates
+from rmsfleet.collector.store.change_feed_sql import FeedEntry, record_changes
 from rmsfleet.collector.store.database import create_db_engine
 from rmsfleet.collector.store.evaluation_sql import load_fleet, open_violations
 from rmsfleet.collector.store.models import HostHistoryRow, HostRow, ViolationRow
@@ -200,6 +206,25 @@ def measure(engine: Engine, args: argparse.Namespace, touched: set[str]) -> None
     first, changes = timed(evaluator.evaluate_once)
     steady = [timed(evaluator.evaluate_once)[0] for _ in range(args.repeat)]
     incremental = [timed(lambda: evaluator.evaluate_changes(touched))[0] for _ in range(args.repeat)]
+
+    def step_before_the_feed() -> None:
+        # What the loop ran per batch before the change feed: the pass over the hosts it was
+        # given, then an aggregates refresh when violations moved (evaluate_feed does the same).
+        changes = evaluator.evaluate_changes(touched)
+        if changes is not None and (changes.opened or changes.updated or changes.resolved):
+            evaluator.refresh_aggregates(system_clock())
+
+    steps_before = [timed(step_before_the_feed)[0] for _ in range(args.repeat)]
+    entries = [FeedEntry(host, True) for host in sorted(touched)]
+
+    def write_feed() -> None:
+        with sessions.begin() as session:
+            record_changes(session, entries, system_clock())
+
+    feed_inserts, feed_passes = [], []
+    for _ in range(args.repeat):
+        feed_inserts.append(timed(write_feed)[0])
+        feed_passes.append(timed(evaluator.evaluate_feed)[0])
     exposition = generate_latest(registry)
     scrapes = [timed(lambda: generate_latest(registry))[0] for _ in range(max(args.repeat, 5))]
     with sessions() as session:
@@ -213,6 +238,9 @@ def measure(engine: Engine, args: argparse.Namespace, touched: set[str]) -> None
     print(f"{'first full pass (opens the violations)':<44} {first:>9.3f}")
     print(f"{'steady full pass, median of ' + str(args.repeat):<44} {statistics.median(steady):>9.3f}")
     print(f"{f'incremental pass, {len(touched)} touched hosts, median':<44} {statistics.median(incremental):>9.3f}")
+    print(f"{'  the same, then a refresh if violations moved':<44} {statistics.median(steps_before):>9.3f}")
+    print(f"{f'feed pass (same refresh), {len(touched)} rows, median':<44} {statistics.median(feed_passes):>9.3f}")
+    print(f"{f'feed insert and commit, {len(touched)} rows, median':<44} {statistics.median(feed_inserts):>9.4f}")
     print(f"{'scrape (generate_latest), median of ' + str(len(scrapes)):<44} {statistics.median(scrapes):>9.4f}")
     print()
     print("one steady full pass, part by part:")

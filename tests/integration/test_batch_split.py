@@ -68,7 +68,7 @@ def test_reports_the_database_refuses_are_refused_alone_and_the_batch_commits(
     registry = CollectorRegistry()
     metrics = CollectorMetrics(registry, "test")
     committed: list[AppliedReport] = []
-    writer = GroupCommitWriter(sessions, metrics, committed.extend)
+    writer = GroupCommitWriter(sessions, metrics, lambda r, _f: committed.extend(r))
     bad = {
         # SQLite cannot bind it (OverflowError, raised outside the driver); PostgreSQL: out of range.
         "bad-users": report("bad-users", activated_users=2**70),
@@ -107,7 +107,7 @@ def test_a_lock_timeout_fails_the_whole_batch_for_a_retry_and_refuses_nothing(db
     sessions = sessionmaker(engine, expire_on_commit=False)
     registry = CollectorRegistry()
     metrics = CollectorMetrics(registry, "test")
-    writer = GroupCommitWriter(sessions, metrics, lambda _: None)
+    writer = GroupCommitWriter(sessions, metrics, lambda _r, _f: None)
     try:
         with database_lock(db_url):
             futures = run_batch(writer, [report(f"ws-{i}") for i in range(5)])
@@ -127,7 +127,7 @@ def test_a_failing_listener_is_counted_and_the_writer_goes_on(engine: sqlalchemy
     registry = CollectorRegistry()
     metrics = CollectorMetrics(registry, "test")
 
-    def listener(results: Sequence[AppliedReport]) -> None:
+    def listener(results: Sequence[AppliedReport], _feed_id: int | None) -> None:
         raise RuntimeError("the listener broke " + "x" * 10_000)
 
     writer = GroupCommitWriter(sessions, metrics, listener)

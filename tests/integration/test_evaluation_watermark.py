@@ -58,7 +58,9 @@ class Collector:
             full_pass_interval=3600,
             debounce=0.05,
         )
-        self.writer = GroupCommitWriter(sessions, metrics, self.evaluator.on_committed)
+        self.writer = GroupCommitWriter(
+            sessions, metrics, self.evaluator.on_committed, record_changes=self.evaluator.record_changes
+        )
         self.sessions = sessions
 
     def __enter__(self) -> Collector:
@@ -99,7 +101,7 @@ def test_the_listener_counts_a_batch_before_any_report_of_it_is_acknowledged(
     acknowledged_when_heard: list[bool] = []
     futures: list[Future[AppliedReport]] = []
 
-    def listener(results: Sequence[AppliedReport]) -> None:
+    def listener(results: Sequence[AppliedReport], _feed_id: int | None) -> None:
         acknowledged_when_heard.append(any(f.done() for f in futures))
 
     writer = GroupCommitWriter(sessions, CollectorMetrics(CollectorRegistry(), "test"), listener)

@@ -38,7 +38,7 @@ def sessions(db_url: str) -> Iterator[sessionmaker[Session]]:
 def test_queued_reports_commit_in_one_transaction_and_are_acked_after_it(sessions: sessionmaker[Session]) -> None:
     batches: list[Sequence[AppliedReport]] = []
     metrics = CollectorMetrics(CollectorRegistry(), "test")
-    writer = GroupCommitWriter(sessions, metrics, batches.append, max_batch=1000)
+    writer = GroupCommitWriter(sessions, metrics, lambda r, _f: batches.append(r), max_batch=1000)
     futures = [writer.submit(report(i)) for i in range(50)]  # queued before the writer runs
     assert not any(f.done() for f in futures)
     writer.start()
@@ -52,7 +52,7 @@ def test_queued_reports_commit_in_one_transaction_and_are_acked_after_it(session
 
 def test_a_full_queue_pushes_back_and_a_stopping_writer_refuses_new_reports(sessions: sessionmaker[Session]) -> None:
     metrics = CollectorMetrics(CollectorRegistry(), "test")
-    writer = GroupCommitWriter(sessions, metrics, lambda _: None, max_queue=3)
+    writer = GroupCommitWriter(sessions, metrics, lambda _r, _f: None, max_queue=3)
     accepted = [writer.submit(report(i)) for i in range(3)]
     with pytest.raises(IngestOverloaded):
         writer.submit(report(3))

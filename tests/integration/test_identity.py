@@ -131,7 +131,10 @@ def test_the_writer_applies_only_reports_whose_key_fits_their_host(sessions: ses
     key_a, key_b = enroll(sessions, "a"), enroll(sessions, "b")
     committed: list[AppliedReport] = []
     writer = GroupCommitWriter(
-        sessions, CollectorMetrics(CollectorRegistry(), "test"), committed.extend, require_node_keys=True
+        sessions,
+        CollectorMetrics(CollectorRegistry(), "test"),
+        lambda r, _f: committed.extend(r),
+        require_node_keys=True,
     )
     # Queued before the writer starts: one batch, one transaction.
     futures = [
@@ -157,7 +160,7 @@ def test_the_writer_applies_only_reports_whose_key_fits_their_host(sessions: ses
         assert session.execute(select(func.count()).select_from(HostRow)).scalar_one() == 1
         assert session.get(HostRow, "b") is None
     # b with its own key is accepted.
-    writer = GroupCommitWriter(sessions, CollectorMetrics(CollectorRegistry(), "test"), lambda _r: None)
+    writer = GroupCommitWriter(sessions, CollectorMetrics(CollectorRegistry(), "test"), lambda _r, _f: None)
     writer.require_node_keys = True
     writer.start()
     try:
@@ -168,7 +171,7 @@ def test_the_writer_applies_only_reports_whose_key_fits_their_host(sessions: ses
 
 
 def test_without_enrollment_the_writer_ignores_keys(sessions: sessionmaker[Session]) -> None:
-    writer = GroupCommitWriter(sessions, CollectorMetrics(CollectorRegistry(), "test"), lambda _r: None)
+    writer = GroupCommitWriter(sessions, CollectorMetrics(CollectorRegistry(), "test"), lambda _r, _f: None)
     writer.start()
     try:
         result = collect(writer.submit(report(client("z"), 1), None))

@@ -104,3 +104,40 @@ def test_a_stalled_evaluator_keeps_bounded_state_and_still_reports_the_oldest_la
     assert watermark.snapshot().oldest_pending_at is not None
     watermark.covered(MAX_PENDING_BATCHES * 3, clock.now)
     assert watermark.snapshot().oldest_pending_at is None
+
+
+def test_a_batch_that_wrote_feed_rows_is_covered_once_the_feed_holds_none_of_them() -> None:
+    watermark = EvaluationWatermark(Clock())
+    first = watermark.committed(2, feed_id=10)
+    watermark.committed(1, feed_id=None, changed=False)  # a heartbeat behind it waits in line
+    assert watermark.snapshot().pending == 3 and watermark.highest_feed_id() == 10
+
+    watermark.covered_by_feed(first + 1, lowest_pending=10, pass_at=None)  # row 10 still there
+    assert watermark.snapshot().pending == 3
+    assert not watermark.coverable(first + 1, lowest_pending=7)
+
+    assert watermark.coverable(first + 1, lowest_pending=11)
+    watermark.covered_by_feed(first + 1, lowest_pending=11, pass_at=T0)  # rows below 11 consumed
+    mark = watermark.snapshot()
+    assert mark.pending == 0 and mark.evaluated_at == T0
+    assert watermark.highest_feed_id() is None
+
+
+def test_an_empty_feed_covers_only_the_batches_committed_before_it_was_read() -> None:
+    watermark = EvaluationWatermark(Clock())
+    read_after = watermark.committed(1, feed_id=5)
+    watermark.committed(1, feed_id=6)  # committed after the read
+    watermark.covered_by_feed(read_after, lowest_pending=None, pass_at=None)
+    mark = watermark.snapshot()
+    assert (mark.reports_evaluated, mark.pending) == (1, 1)
+
+
+def test_heartbeats_behind_nothing_are_covered_at_once_and_a_change_without_feed_rows_needs_a_pass() -> None:
+    watermark = EvaluationWatermark(Clock())
+    watermark.committed(4, changed=False)
+    assert watermark.snapshot().pending == 0
+    through = watermark.committed(1)  # changed, but no feed: the feed cannot cover it
+    watermark.covered_by_feed(through, lowest_pending=None, pass_at=None)
+    assert watermark.snapshot().pending == 1
+    watermark.covered(through, T0)
+    assert watermark.snapshot().pending == 0

@@ -1,6 +1,11 @@
 """The evaluator: runs the pure policies over the stored fleet, keeps the violations table in
 step (opening, escalating, resolving) and publishes fresh aggregates for metrics and queries.
 
+What to evaluate comes from the change feed (store/change_feed_sql.py): every replica's writer
+records the hosts a batch changed in the batch's transaction, and the replica that evaluates
+(leadership.py; on SQLite the one process) consumes them in its incremental passes, whichever
+replica committed them.
+
 Its thread survives any exception (logged with a bounded message, counted in
 rmsfleet_loop_errors_total) and reports its progress to the health watch (liveness.py). A host
 whose stored row cannot be read is left out of the pass, logged and counted
@@ -11,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -29,10 +34,19 @@ from rmsfleet.collector.domain.policies import (
     evaluate_all,
     policy_ids,
 )
+from rmsfleet.collector.leadership import EvaluationLeadership
 from rmsfleet.collector.liveness import DEFAULT_STALL_AFTER, LoopProgress, one_line
 from rmsfleet.collector.metrics import AggregatesHolder, CollectorMetrics
 from rmsfleet.collector.reports import AppliedReport
 from rmsfleet.collector.store.aggregates_sql import compute_aggregates
+from rmsfleet.collector.store.change_feed_sql import (
+    FeedBacklog,
+    FeedEntry,
+    consume_changes,
+    feed_backlog,
+    lowest_pending,
+)
+from rmsfleet.collector.store.change_feed_sql import record_changes as record_feed
 from rmsfleet.collector.store.evaluation_sql import (
     OpenViolation,
     ViolationChanges,
@@ -83,18 +97,32 @@ def reconcile(current: Sequence[OpenViolation], findings: Sequence[Finding], ctx
 
 # Host ids per incremental query: well inside SQLite's bound-parameter limit.
 _CHUNK = 500
+# Feed rows one incremental pass takes at most; a longer backlog is worked off pass after pass.
+FEED_BATCH = 5000
+# The feed backlog is counted up to this many rows (docs/metrics.md).
+BACKLOG_COUNT_BOUND = 1_000_000
+
+
+@dataclass
+class _FeedTake:
+    """What a feed pass took: filled in inside its transaction, read after it committed."""
+
+    limit: int
+    rows: int = 0
+    lowest_pending: int | None = None
 
 
 class Evaluator:
-    """Evaluates what each committed batch changed as it arrives (incremental: the changed hosts
-    for host rules, all servers for cluster and forest rules), plus a periodic full pass for the
-    time-based rules and as a backstop. Only the replica holding the PostgreSQL advisory lock
-    writes violations; every replica refreshes its aggregates.
+    """Evaluates what the committed batches of every replica changed, from the change feed
+    (incremental: the changed hosts for host rules, all servers for cluster and forest rules),
+    plus a periodic full pass for the time-based rules and as a backstop. Only the replica that
+    leads (`leadership`; None: this process is the only one, as on SQLite) runs passes, each
+    under the transaction-scoped advisory lock; every replica refreshes its aggregates.
 
-    `watermark` counts the committed reports and how many of them a pass has covered: a pass
-    covers the batches whose hosts it took, and a batch that changed nothing a rule reads is
-    covered as soon as no earlier batch is waiting. A pass that could not run (another replica
-    held the lock, the database failed, an unexpected error) gives its hosts back for the next."""
+    On PostgreSQL the leader looks at the feed every `feed_poll` seconds (other replicas' rows)
+    and one `debounce` after its own writer wrote some; the other replicas read the lowest id left in
+    the feed as often, for their watermark. A pass that could not run (the lock held elsewhere,
+    the database failed) leaves its rows in the feed, and the next try takes them again."""
 
     def __init__(
         self,
@@ -108,6 +136,10 @@ class Evaluator:
         debounce: float = 1.0,
         stall_after: float = DEFAULT_STALL_AFTER,
         watermark: EvaluationWatermark | None = None,
+        *,
+        leadership: EvaluationLeadership | None = None,
+        feed_poll: float = 1.0,
+        feed_batch: int = FEED_BATCH,
     ) -> None:
         self._sessions = sessions
         self._config = policy_config
@@ -117,14 +149,18 @@ class Evaluator:
         self._refresh_interval = refresh_interval
         self._full_pass_interval = full_pass_interval
         self._debounce = debounce
+        self._leadership = leadership
+        self._feed_poll = feed_poll
+        self._feed_batch = feed_batch
         self.watermark = watermark if watermark is not None else EvaluationWatermark(clock)
-        self._touched: set[str] = set()
-        self._servers_touched = False
-        # The watermark's committed count when the hosts in _touched were last added to.
-        self._through = 0
-        self._in_flight = False
+        self.backlog = FeedBacklog(0, None)
+        # Other processes write the feed only on PostgreSQL: SQLite's one process is woken by
+        # its own writer and never polls.
+        bind = sessions.kw.get("bind")
+        self._shared = bind is not None and bind.dialect.name == "postgresql"
         self._last_pass_at: datetime | None = None
-        self._touched_lock = threading.Lock()
+        # The rows left behind by a pass that failed are tried again after `feed_poll`.
+        self._retry = False
         self._dirty = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="evaluator", daemon=True)
@@ -133,66 +169,56 @@ class Evaluator:
         self.progress = LoopProgress("evaluator", stall_after)
         self.progress.watch(self._thread)
         metrics.loop_healthy.labels(loop="evaluator").set_function(lambda: float(self.progress.healthy()))
+        metrics.track_feed(self, clock)
 
     def start(self) -> None:
+        # Rows left by a process that stopped before consuming them are taken by the first pass.
+        self._dirty.set()
         self._thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stopping.set()
         self._dirty.set()
-        self._thread.join(timeout)
+        if self._thread.ident is not None:  # started
+            self._thread.join(timeout)
+        if self._leadership is not None:
+            self._leadership.release()
 
-    def on_committed(self, results: Sequence[AppliedReport]) -> None:
-        """Called by the writer after each commit, before the reports are acknowledged: counts
-        them on the watermark and remembers the hosts a pass must look at, those whose facts
-        changed and those back from being stale (their stale-agent finding resolves)."""
-        through = self.watermark.committed(len(results))
+    def leads(self) -> bool:
+        """Whether this process evaluates (always, without a leadership to contend for)."""
+        return True if self._leadership is None else self._leadership.held
+
+    def record_changes(self, session: Session, results: Sequence[AppliedReport]) -> int | None:
+        """Called by the writer inside each batch's transaction: write the hosts a pass must look
+        at to the change feed, those whose facts changed and those back from being stale (their
+        stale-agent finding resolves). Returns the highest feed id written (None: none)."""
         now = self._clock()
-        touched = [r.host_id for r in results if r.facts_changed or self._was_stale(r, now)]
-        with self._touched_lock:
-            self._touched.update(touched)
-            self._servers_touched |= any(r.touches_servers for r in results)
-            self._through = through
-            idle = not self._touched and not self._in_flight
-        if idle:
-            # Heartbeats of hosts that were not stale change nothing a rule reads.
-            self.watermark.covered(through, None)
-        else:
+        entries = [
+            FeedEntry(r.host_id, r.touches_servers) for r in results if r.facts_changed or self._was_stale(r, now)
+        ]
+        return record_feed(session, entries, now)
+
+    def on_committed(self, results: Sequence[AppliedReport], feed_id: int | None = None) -> None:
+        """Called by the writer after each commit, before the reports are acknowledged: counts
+        them on the watermark with the highest feed id the batch wrote, and wakes the loop when
+        there is something to evaluate."""
+        self.watermark.committed(len(results), feed_id, changed=feed_id is not None)
+        if feed_id is not None:
             self._dirty.set()
 
     def _was_stale(self, report: AppliedReport, now: datetime) -> bool:
         seen = report.previous_last_seen
         return seen is not None and now - seen > self._config.stale_after
 
-    def _take_touched(self, full: bool) -> tuple[set[str], bool, int]:
-        """The hosts for the next pass, and the watermark it covers. Batches committed while a
-        pass is in flight wait for it to settle, since it may not have seen them."""
-        with self._touched_lock:
-            touched, self._touched = self._touched, set()
-            servers, self._servers_touched = self._servers_touched, False
-            self._in_flight = full or bool(touched)
-            return touched, servers, self._through
-
-    def _settle(self, taken: tuple[set[str], bool, int], done: bool, pass_at: datetime | None) -> None:
-        """End of a pass over `taken`: advance the watermark, or give the hosts back."""
-        touched, servers, through = taken
-        with self._touched_lock:
-            self._in_flight = False
-            if not done:
-                self._touched |= touched
-                self._servers_touched |= servers
-        if done:
-            self.watermark.covered(through, pass_at)
-
     def evaluate_once(self) -> ViolationChanges | None:
-        """A full pass and an aggregates refresh. None when another replica holds the lock."""
-        taken = self._take_touched(full=True)  # a full pass covers them
-        changes: ViolationChanges | None = None
-        try:
-            changes = self._evaluate(None)
-            self.refresh_aggregates(self._clock())
-        finally:
-            self._settle(taken, changes is not None, self._last_pass_at)
+        """A full pass and an aggregates refresh. None when this replica does not evaluate (it
+        does not lead, or another holds the pass lock)."""
+        leading = self._leadership is None or self._leadership.leads()
+        through = self.watermark.snapshot().reports_committed
+        changes = self._evaluate(None) if leading else None
+        self.refresh_aggregates(self._clock())
+        if changes is not None:
+            self.watermark.covered(through, self._last_pass_at)
         return changes
 
     def evaluate_changes(self, host_ids: set[str], servers_touched: bool = True) -> ViolationChanges | None:
@@ -200,10 +226,53 @@ class Evaluator:
         run only when a changed host is or was a server (clients cannot change them)."""
         return self._evaluate(host_ids, servers_touched)
 
-    def _evaluate(self, host_ids: set[str] | None, servers_touched: bool = True) -> ViolationChanges | None:
+    def evaluate_feed(self) -> ViolationChanges | None:
+        """An incremental pass over the oldest rows of the change feed (at most `feed_batch`),
+        consumed in the pass's transaction, and the watermark moved on. None when the pass could
+        not run; its rows stay in the feed."""
+        through = self.watermark.snapshot().reports_committed
+        take = _FeedTake(self._feed_batch)
+        changes = self._evaluate(None, feed=take)
+        if changes is None:
+            return None
+        if changes.opened or changes.updated or changes.resolved:
+            self.refresh_aggregates(self._clock())
+        # Settled after the refresh: once the watermark covers a report, the violation gauges of
+        # /metrics reflect it too.
+        self.watermark.covered_by_feed(through, take.lowest_pending, self._last_pass_at if take.rows else None)
+        if take.lowest_pending is None:
+            self.backlog = FeedBacklog(0, None)
+        if take.rows >= take.limit:
+            self._dirty.set()  # more rows wait: the next pass follows at once
+        return changes
+
+    def follow_feed(self) -> None:
+        """For a replica that does not evaluate: read how far the evaluating replica has
+        consumed the feed, and cover the batches whose rows it has (after refreshing the
+        aggregates, so the gauges reflect what the watermark says)."""
+        if self.watermark.highest_feed_id() is None:
+            return
+        through = self.watermark.snapshot().reports_committed
+        try:
+            with self._sessions() as session:
+                lowest = lowest_pending(session)
+        except SQLAlchemyError as exc:
+            self._metrics.database_errors.labels(operation="evaluate").inc()
+            log.error("reading the change feed failed: %s", one_line(exc))
+            return
+        if self.watermark.coverable(through, lowest):
+            self.refresh_aggregates(self._clock())
+            # The pass ran on another replica, before this read: the read's time stands for it.
+            self.watermark.covered_by_feed(through, lowest, self._clock())
+
+    def _evaluate(
+        self, host_ids: Collection[str] | None, servers_touched: bool = True, feed: _FeedTake | None = None
+    ) -> ViolationChanges | None:
+        """A pass under the evaluation lock: over `host_ids`, over the rows `feed` takes from the
+        change feed in the pass's own transaction, or (neither) over every host."""
         now = self._clock()
         ctx = PolicyContext(now=now, config=self._config)
-        kind = "full" if host_ids is None else "incremental"
+        kind = "full" if host_ids is None and feed is None else "incremental"
         started = time.perf_counter()
         changes: ViolationChanges | None = None
         unreadable: list[UnreadableRow] = []
@@ -211,6 +280,13 @@ class Evaluator:
             with self._sessions.begin() as session:
                 if not try_evaluation_lock(session):
                     return None
+                if feed is not None:
+                    consumed = consume_changes(session, feed.limit)
+                    feed.rows = consumed.rows
+                    feed.lowest_pending = lowest_pending(session)
+                    if not consumed.rows:
+                        return ViolationChanges(0, 0, 0)  # nothing to do: not a pass
+                    host_ids, servers_touched = consumed.host_ids, consumed.servers_touched
                 exemptions = [
                     Exemption(
                         e.policy, SubjectKind(e.subject_kind), e.subject, e.reason, e.expires_at and utc(e.expires_at)
@@ -291,6 +367,7 @@ class Evaluator:
         try:
             with self._sessions() as session:
                 self._aggregates.publish(compute_aggregates(session, now, self._config.stale_after))
+                self.backlog = feed_backlog(session, BACKLOG_COUNT_BOUND)
         except SQLAlchemyError as exc:
             self._metrics.database_errors.labels(operation="aggregate").inc()
             log.error("aggregates refresh failed: %s", one_line(exc))
@@ -299,11 +376,14 @@ class Evaluator:
             log.error("aggregates refresh failed with an unexpected error: %s", one_line(exc))
 
     def _run(self) -> None:
-        next_full = time.monotonic() + self._full_pass_interval
-        next_refresh = time.monotonic() + self._refresh_interval
+        timers = _Timers(
+            full=time.monotonic() + self._full_pass_interval,
+            refresh=time.monotonic() + self._refresh_interval,
+            poll=time.monotonic() + self._feed_poll,
+        )
         while not self._stopping.is_set():
             try:
-                next_full, next_refresh = self._step(next_full, next_refresh)
+                self._step(timers)
             except Exception as exc:  # the loop outlives anything one pass does
                 self._metrics.loop_errors.labels(loop="evaluator").inc()
                 log.error("evaluator loop survived an unexpected error: %s", one_line(exc))
@@ -311,37 +391,55 @@ class Evaluator:
                 self._stopping.wait(1.0)
             self.progress.progressed()
 
-    def _step(self, next_full: float, next_refresh: float) -> tuple[float, float]:
-        """Wait for changes or the next timer, then run what is due. Returns the next timers."""
-        timeout = max(0.0, min(next_full, next_refresh) - time.monotonic())
-        if self._dirty.wait(timeout) and not self._stopping.is_set():
+    def _step(self, timers: _Timers) -> None:
+        """Wait for changes or the next timer, then run what is due; moves the timers on."""
+        polls = self._shared or self._retry
+        due = min(timers.full, timers.refresh, timers.poll if polls else timers.full)
+        woken = self._dirty.wait(max(0.0, due - time.monotonic()))
+        if woken and not self._stopping.is_set():
             time.sleep(self._debounce)  # let a burst of batches land in one pass
             self._dirty.clear()
         if self._stopping.is_set():
-            return next_full, next_refresh
+            return
         # Work starts after the wait and the debounce (both deliberate): from here on, a pass that
         # does not end is a stall.
         self.progress.working()
-        changed: ViolationChanges | None = None
-        full = time.monotonic() >= next_full
-        taken = self._take_touched(full)
-        touched, servers_touched, _through = taken
-        # No pass is needed when the batches since the last one changed nothing a rule reads.
-        ran = full or bool(touched)
-        done = False
-        try:
-            if full:
-                changed = self._evaluate(None)
-                next_full = time.monotonic() + self._full_pass_interval
-            elif touched:
-                changed = self.evaluate_changes(touched, servers_touched)
-            moved = changed is not None and bool(changed.opened or changed.updated or changed.resolved)
-            if moved or time.monotonic() >= next_refresh:
+        now = time.monotonic()
+        poll_due = polls and now >= timers.poll
+        if poll_due:
+            timers.poll = now + self._feed_poll
+        leading = self._leadership is None or self._leadership.leads()
+        refreshed = False
+        if leading and now >= timers.full:
+            through = self.watermark.snapshot().reports_committed
+            full = self._evaluate(None)
+            timers.full = time.monotonic() + self._full_pass_interval
+            if full is not None:
                 self.refresh_aggregates(self._clock())
-                next_refresh = time.monotonic() + self._refresh_interval
-            done = not ran or changed is not None
-        finally:
-            # Settled after the refresh: once the watermark covers a report, the violation
-            # gauges of /metrics reflect it too. On any failure the hosts go back for the next pass.
-            self._settle(taken, done, self._last_pass_at if ran else None)
-        return next_full, next_refresh
+                refreshed = True
+                self.watermark.covered(through, self._last_pass_at)
+        elif not leading and now >= timers.full:
+            # Not due here; checked again with the leadership, so a replica that takes over runs
+            # its first full pass at once (the time rules, and anything a predecessor missed).
+            timers.full = now + self._feed_poll
+        if leading and (woken or poll_due):
+            changes = self.evaluate_feed()
+            self._retry = changes is None
+            refreshed |= changes is not None and bool(changes.opened or changes.updated or changes.resolved)
+        elif not leading and poll_due:
+            self.follow_feed()
+        if refreshed:
+            timers.refresh = time.monotonic() + self._refresh_interval
+        elif time.monotonic() >= timers.refresh:
+            self.refresh_aggregates(self._clock())
+            timers.refresh = time.monotonic() + self._refresh_interval
+
+
+@dataclass
+class _Timers:
+    """When the loop next runs a full pass, refreshes the aggregates, and looks at the feed
+    (time.monotonic())."""
+
+    full: float
+    refresh: float
+    poll: float

@@ -12,7 +12,12 @@ that commit apart, down to the report at fault, which alone is refused (ReportRe
 reports that shared its batch are committed and acknowledged. An error that is the database's
 (a dropped connection, a lock timeout, a full disk) fails the whole batch as before, UNAVAILABLE,
 so agents retry. The writer's thread survives any exception, and reports its progress to the
-health watch (liveness.py)."""
+health watch (liveness.py).
+
+With a change-feed recorder (`record_changes`, the evaluator's), the batch's transaction also
+writes the hosts it changed to the change feed (one statement per batch), so the replica that
+evaluates learns of them whichever replica this is; the listener hears the highest feed id the
+batch wrote."""
 
 from __future__ import annotations
 
@@ -73,23 +78,29 @@ class _Pending:
 
 _STOP = object()
 
+# Writes the hosts a batch changed to the change feed, in the batch's transaction; returns the
+# highest feed id written (None: none).
+ChangeRecorder = Callable[[Session, Sequence[AppliedReport]], int | None]
+
 
 class GroupCommitWriter:
     def __init__(
         self,
         sessions: sessionmaker[Session],
         metrics: CollectorMetrics,
-        on_committed: Callable[[Sequence[AppliedReport]], None],
+        on_committed: Callable[[Sequence[AppliedReport], int | None], None],
         max_batch: int = 1000,
         max_queue: int = 20000,
         *,
         require_node_keys: bool = False,
         stall_after: float = DEFAULT_STALL_AFTER,
+        record_changes: ChangeRecorder | None = None,
     ) -> None:
         self._sessions = sessions
         self.require_node_keys = require_node_keys
         self._metrics = metrics
         self._on_committed = on_committed
+        self._record_changes = record_changes
         self._max_batch = max_batch
         self._queue: queue.Queue[_Pending | object] = queue.Queue(maxsize=max_queue)
         self._accepting = True
@@ -179,7 +190,7 @@ class GroupCommitWriter:
         transactions per bad report)."""
         started = time.perf_counter()
         try:
-            accepted, rejected, results = self._write(batch)
+            accepted, rejected, results, feed_id = self._write(batch)
         except Exception as error:
             if not _blames_a_report(error):
                 self._metrics.database_errors.labels(operation="ingest").inc()
@@ -206,7 +217,7 @@ class GroupCommitWriter:
         # The listener hears of the batch before any agent is acknowledged, so whoever learns
         # of an acknowledged report (and asks to wait for its evaluation) finds it counted.
         try:
-            self._on_committed([r for r in results if not isinstance(r, SequenceRefused)])
+            self._on_committed([r for r in results if not isinstance(r, SequenceRefused)], feed_id)
         except Exception as error:  # the reports are committed; a failing listener must not undo acks
             self._metrics.loop_errors.labels(loop="writer").inc()
             log.error("post-commit listener failed: %s (at %s)", one_line(error), _where(error))
@@ -221,8 +232,9 @@ class GroupCommitWriter:
 
     def _write(
         self, batch: Sequence[_Pending]
-    ) -> tuple[list[_Pending], dict[int, NodeKeyRejected], list[AppliedReport]]:
-        """One transaction for the batch: (reports written, key refusals by index, results).
+    ) -> tuple[list[_Pending], dict[int, NodeKeyRejected], list[AppliedReport], int | None]:
+        """One transaction for the batch: (reports written, key refusals by index, results, the
+        highest change-feed id written).
         Retried once when another replica inserted one of its hosts first (the retry sees the
         host as known) or when the database dropped the connection (instead of pinging before
         every batch); otherwise the error is raised."""
@@ -238,7 +250,12 @@ class GroupCommitWriter:
                             for index, problem in problems.items()
                         }
                         accepted = [p for index, p in enumerate(batch) if index not in rejected]
-                    return accepted, rejected, apply_reports(session, [p.report for p in accepted])
+                    results = apply_reports(session, [p.report for p in accepted])
+                    feed_id = None
+                    if self._record_changes is not None:
+                        applied = [r for r in results if not isinstance(r, SequenceRefused)]
+                        feed_id = self._record_changes(session, applied)
+                    return accepted, rejected, results, feed_id
             except DBAPIError as error:
                 if attempt == 0 and _is_unique_violation(error):
                     log.info("batch of %d raced another writer, retrying", len(batch))

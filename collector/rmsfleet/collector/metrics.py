@@ -8,6 +8,7 @@ from __future__ import annotations
 import platform
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -17,6 +18,7 @@ from rmsfleet.collector.clock import Clock
 from rmsfleet.collector.domain.capabilities import ClusterCapabilities, SelfActivation
 from rmsfleet.collector.domain.cluster_summary import summarize_clusters
 from rmsfleet.collector.store.aggregates_sql import FleetAggregates
+from rmsfleet.collector.store.change_feed_sql import FeedBacklog
 from rmsfleet.collector.watermark import EvaluationWatermark
 from rmsfleet.contract.facts import Activation, Version
 
@@ -88,6 +90,23 @@ class CollectorMetrics:
             "Reports this collector committed that evaluation has not covered yet",
             registry=registry,
         )
+        # The change feed (docs/metrics.md): the same on every replica (one database), like the
+        # fleet gauges; which replica evaluates is 1 on that replica only.
+        self.evaluation_feed_backlog = Gauge(
+            "rmsfleet_evaluation_feed_backlog",
+            "Changed hosts written to the change feed by any replica that no evaluation pass has covered yet",
+            registry=registry,
+        )
+        self.evaluation_feed_lag = Gauge(
+            "rmsfleet_evaluation_feed_lag_seconds",
+            "Age of the oldest change feed row no evaluation pass has covered; 0 when the feed is empty",
+            registry=registry,
+        )
+        self.evaluation_leader = Gauge(
+            "rmsfleet_evaluation_leader",
+            "1 on the replica that evaluates (holds the evaluation leadership lock), 0 on the others",
+            registry=registry,
+        )
         self.loop_errors = Counter(
             "rmsfleet_loop_errors",
             "Unexpected errors a long-running loop caught, logged and survived",
@@ -132,6 +151,27 @@ class CollectorMetrics:
         """Read the evaluation lag from the watermark at scrape time (constant work)."""
         self.evaluation_lag.set_function(lambda: watermark.snapshot().lag_seconds(clock()))
         self.evaluation_pending.set_function(lambda: float(watermark.snapshot().pending))
+
+    def track_feed(self, source: FeedSource, clock: Clock) -> None:
+        """Read the feed backlog the last aggregates refresh found, and whether this replica
+        leads, at scrape time (constant work, no query)."""
+
+        def lag() -> float:
+            oldest = source.backlog.oldest_at
+            return 0.0 if oldest is None else max(0.0, (clock() - oldest).total_seconds())
+
+        self.evaluation_feed_backlog.set_function(lambda: float(source.backlog.rows))
+        self.evaluation_feed_lag.set_function(lag)
+        self.evaluation_leader.set_function(lambda: float(source.leads()))
+
+
+class FeedSource(Protocol):
+    """What the feed gauges read (the evaluator)."""
+
+    @property
+    def backlog(self) -> FeedBacklog: ...
+
+    def leads(self) -> bool: ...
 
 
 class AggregatesHolder:

@@ -25,6 +25,7 @@ from rmsfleet.collector.evaluator import Evaluator
 from rmsfleet.collector.health_listener import start_health_listener
 from rmsfleet.collector.identity import CertificateBinding, Enroller
 from rmsfleet.collector.ingest import GroupCommitWriter
+from rmsfleet.collector.leadership import EvaluationLeadership
 from rmsfleet.collector.limits import PeerLimits
 from rmsfleet.collector.liveness import DEFAULT_STALL_AFTER, HealthWatch
 from rmsfleet.collector.metrics import AggregatesHolder, CollectorMetrics, FleetStateCollector
@@ -190,6 +191,8 @@ def start(
     )
     watermark = EvaluationWatermark(clock)
     metrics.track_evaluation(watermark, clock)
+    # Replicas share a PostgreSQL database: one of them evaluates (docs/deploy.md, "Replicas").
+    leadership = EvaluationLeadership(engine) if engine.dialect.name == "postgresql" else None
     evaluator = Evaluator(
         sessions,
         config.policy,
@@ -200,6 +203,7 @@ def start(
         full_pass_interval=config.full_pass_interval,
         stall_after=stall_after,
         watermark=watermark,
+        leadership=leadership,
     )
     writer = GroupCommitWriter(
         sessions,
@@ -209,6 +213,7 @@ def start(
         max_queue=config.max_queue,
         require_node_keys=secrets is not None,
         stall_after=stall_after,
+        record_changes=evaluator.record_changes,
     )
 
     # Outermost first: the per-address limits decide before a request is received (limits.py).

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, MetaData, String, Text
+from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Stable constraint names, so migrations name what they create and can drop it again.
@@ -139,3 +139,20 @@ class ExemptionRow(Base):
     reason: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(Timestamp)
     expires_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class ChangeFeedRow(Base):
+    """A host whose facts changed (or that came back from being stale), written by the
+    group-commit writer of any replica in its batch's transaction (migration 0005, the change
+    feed). The replica that evaluates consumes the rows in id order and deletes them in the same
+    transaction as the violations it writes: what is left is exactly what no pass has covered.
+    No foreign key to `hosts`: the insert stays one cheap statement per batch, and a host
+    deleted meanwhile is simply absent from the pass."""
+
+    __tablename__ = "evaluation_feed"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    host_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    # The change can matter to the cluster and forest rules (AppliedReport.touches_servers).
+    touches_servers: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
