@@ -23,8 +23,9 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class EvaluationWatermark(_message.Message):
-    """How far policy evaluation has got on the collector that answered. The counts are per
-    collector process (collector_id): each replica evaluates the reports it committed itself.
+    """How far policy evaluation has got for the reports of the collector that answered. The counts
+    are per collector process (collector_id); whichever replica evaluates, a report counts as
+    evaluated once the change feed rows it wrote were consumed by a committed pass.
     An answer that carries this mark reflects every report counted in reports_evaluated.
     """
 
