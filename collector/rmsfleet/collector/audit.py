@@ -34,9 +34,7 @@ class Auditor:
         if action in ADMIN_ACTIONS:
             self.metrics.admin_actions.labels(action=action, outcome=outcome_label(code)).inc()
 
-    def refused(
-        self, actor: str, action: str, target: str, peer: str, code: grpc.StatusCode, reason: str
-    ) -> None:
+    def refused(self, actor: str, action: str, target: str, peer: str, code: grpc.StatusCode, reason: str) -> None:
         """Record a refused call in a transaction of its own. A database failure is logged, not
         raised: the caller is refused either way."""
         entry = AuditEntry(actor, action, target, peer, REFUSED, code.name, reason)

@@ -283,9 +283,7 @@ class AccessControl(grpc.ServerInterceptor):
             peer = context.peer()
             log.warning("refused %s from %s (%s): %s: %s", name, peer, refusal.actor, refusal.code.name, refusal)
             if scope is Scope.ADMIN or refusal.presented:
-                self.auditor.refused(
-                    refusal.actor, name, self._target(name, request), peer, refusal.code, str(refusal)
-                )
+                self.auditor.refused(refusal.actor, name, self._target(name, request), peer, refusal.code, str(refusal))
             context.abort(refusal.code, str(refusal))
         except SQLAlchemyError as exc:
             self.auditor.metrics.database_errors.labels(operation="authorize").inc()

@@ -16,7 +16,7 @@ and maps the exceptions to status codes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -134,8 +134,12 @@ class Enroller:
         replace_valid_keys: bool = False,
         binding: CertificateBinding | None = None,
         metrics: CollectorMetrics | None = None,
+        scanner_of: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.metrics = metrics
+        # The scanner credential (a token or certificate with the scanner role, authz.py) the
+        # current call carries, which stands in for the enrollment secret; None without one.
+        self.scanner_of = scanner_of
         self.sessions = sessions
         self.secrets = secrets
         self.clock = clock
@@ -152,7 +156,8 @@ class Enroller:
                 self._count("refused-certificate")
                 log.warning("refused the enrollment of host %s from %s: %s", host_id, peer, refused)
                 raise
-        if not self.secrets.accepts(secret):
+        scanner = self.scanner_of()
+        if scanner is None and not self.secrets.accepts(secret):
             log.warning(
                 "refused the enrollment of host %s from %s: the enrollment secret is not one of those in %s",
                 host_id,
@@ -190,9 +195,10 @@ class Enroller:
             raise IdentityRefused(message)
         self._count(result.outcome.value)
         log.info(
-            "enrolled host %s from %s (%s; the host may start a new sequence)",
+            "enrolled host %s from %s%s (%s; the host may start a new sequence)",
             host_id,
             peer,
+            "" if scanner is None else f" by {scanner}",
             _DESCRIBE[result.outcome],
         )
         return Enrolled(key, result.outcome)

@@ -63,9 +63,7 @@ def check_name(name: str) -> str:
     """A token or certificate-identity name: 1 to 64 characters of letters, digits, `.`, `_`,
     `@` and `-`, starting with a letter or digit (it lands in logs, the audit trail and tables)."""
     if not _NAME.match(name):
-        raise BadName(
-            f"1 to {MAX_NAME_LENGTH} letters, digits, '.', '_', '@' or '-', starting with a letter or digit"
-        )
+        raise BadName(f"1 to {MAX_NAME_LENGTH} letters, digits, '.', '_', '@' or '-', starting with a letter or digit")
     return name
 
 
