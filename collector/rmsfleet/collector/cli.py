@@ -84,7 +84,13 @@ class CliError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line like every other refusal (sub-commands inherit it)."""
+    """argparse, but a usage error is one line like every other refusal (sub-commands inherit it),
+    and no abbreviated options: `--token SECRET` must be refused as unknown, not read as
+    `--token-file SECRET` (which would then name the secret in its error)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
