@@ -201,7 +201,7 @@ def test_one_database_url_for_every_command(tmp_path: Path) -> None:
             ["tokens", "create", "ci", "--role", "reader", "--db", "sqlite:///x.db", "--token-file", "t"],
             "tokens create: --db writes to the database directly (break-glass); --token-file does not apply with it",
         ),
-        (["hosts", "--token", "secret"], "unrecognized arguments: --token secret"),
+        (["violations", "--token", "secret"], "unrecognized arguments: --token secret"),
         (["tokens", "create", "ci", "--role", "owner"], "invalid choice: 'owner'"),
         (["tokens", "create", "ci"], "tokens create: --role required"),
         (["tokens", "create", "--role", "reader"], "tokens create: name the token"),
