@@ -358,14 +358,14 @@ def run_break_glass(args: argparse.Namespace, key: tuple[str, str | None]) -> in
     _required(args, key)
     url = args.db
     name = " ".join(part for part in key if part)
+    expires = _time("exemptions add: --expires", args.expires) if getattr(args, "expires", None) else None
+    lasting = _duration("hosts allow-reenroll: --for", getattr(args, "for_", None), MAX_ALLOWANCE)
+    lifetime = _duration("tokens create: --expires-in", getattr(args, "expires_in", None), MAX_TOKEN_LIFETIME)
     print(
         f"rmsfleet-collector: {name}: break-glass: writing to the database directly, bypassing the collector "
         "and its credentials (audited as actor break-glass)",
         file=sys.stderr,
     )
-    expires = _time("exemptions add: --expires", args.expires) if getattr(args, "expires", None) else None
-    lasting = _duration("hosts allow-reenroll: --for", getattr(args, "for_", None), MAX_ALLOWANCE)
-    lifetime = _duration("tokens create: --expires-in", getattr(args, "expires_in", None), MAX_TOKEN_LIFETIME)
     act = admin_actions
     try:
         if key == ("hosts", "revoke"):
