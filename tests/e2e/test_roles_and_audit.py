@@ -29,7 +29,9 @@ pytestmark = pytest.mark.e2e
 HOST = "ws-1.corp.example"
 
 
-def cli(collector: Collector, *args: str, token: Path | None = None, env: dict[str, str] | None = None) -> Any:
+def cli(
+    collector: Collector, *args: str, token: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """`rmsfleet-collector ARGS --collector ADDRESS [--token-file TOKEN]`, no RMSFLEET_* but `env`."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("RMSFLEET_")}
     extra = ["--token-file", str(token)] if token is not None else []
@@ -242,7 +244,7 @@ def test_a_scanner_token_enrolls_in_place_of_the_secret_and_does_nothing_else(
             def enroll(host: str, token: str) -> Any:
                 return inventory.Enroll(
                     inventory_pb2.EnrollRequest(host_id=host),
-                    metadata=[("authorization", f"Bearer {token}")],
+                    metadata=(("authorization", f"Bearer {token}"),),
                     timeout=10,
                 )
 
@@ -258,7 +260,7 @@ def test_a_scanner_token_enrolls_in_place_of_the_secret_and_does_nothing_else(
             assert as_reader.value.details() == "token:reader-1 has the role reader; this call needs scanner"
             with pytest.raises(grpc.RpcError) as reading:
                 query.ListHosts(
-                    query_pb2.ListHostsRequest(), metadata=[("authorization", f"Bearer {scanner}")], timeout=10
+                    query_pb2.ListHostsRequest(), metadata=(("authorization", f"Bearer {scanner}"),), timeout=10
                 )
             assert reading.value.code() is grpc.StatusCode.PERMISSION_DENIED
         assert "enrolled host scanned-1.corp.example from ipv4:127.0.0.1:" in collector.log()
