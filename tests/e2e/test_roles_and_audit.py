@@ -265,6 +265,12 @@ def test_a_scanner_token_enrolls_in_place_of_the_secret_and_does_nothing_else(
             assert reading.value.code() is grpc.StatusCode.PERMISSION_DENIED
         assert "enrolled host scanned-1.corp.example from ipv4:127.0.0.1:" in collector.log()
         assert "by token:scanner-1" in collector.log()
+        # Which credential enrolled the host is in the audit trail, with the enrollment.
+        admin = make_token(tmp_path, sqlite_url)
+        entries = audit(collector, admin)
+        enrolled = find(entries, action="Enroll", actor="token:scanner-1")
+        assert (enrolled["target"], enrolled["outcome"]) == ("host scanned-1.corp.example", "ok")
+        assert find(entries, action="Enroll", actor="token:reader-1")["status"] == "PERMISSION_DENIED"
         # Without a token, agents enroll with the secret as before.
         facts = write_facts(
             tmp_path / "a.json",

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from rmsfleet.collector.clock import Clock
 from rmsfleet.collector.enrollment import SecretFile, hash_node_key, new_node_key
 from rmsfleet.collector.metrics import CollectorMetrics
+from rmsfleet.collector.store.audit_sql import OK, AuditEntry, record
 from rmsfleet.collector.store.identity_sql import EnrollOutcome, enroll_host
 from rmsfleet.collector.store.ingest_writes import restart_sequence
 from rmsfleet.contract.text import shown
@@ -177,6 +178,10 @@ class Enroller:
                     # The old key (if any) stops working with this commit, so the host may start a
                     # new sequence (a new outbox, or one a bad report pushed too far ahead).
                     restart_sequence(session, host_id)
+                    if scanner is not None:
+                        # Which credential enrolled the host, with the enrollment (docs/security.md).
+                        entry = AuditEntry(scanner, "Enroll", f"host {shown(host_id)}", peer, OK)
+                        record(session, entry, now)
         except SQLAlchemyError as exc:
             log.error("enrollment of host %s failed: %s", host_id, str(exc).splitlines()[0])
             raise EnrollmentUnavailable("the database is not available") from None
