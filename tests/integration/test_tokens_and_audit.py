@@ -201,3 +201,32 @@ def test_an_action_and_its_audit_row_commit_or_roll_back_together(sessions: sess
         from rmsfleet.collector.store.queries import list_exemptions
 
         assert list_exemptions(session, None, 10) == []
+
+
+def test_two_operators_allowing_one_host_at_once_both_succeed(sessions: sessionmaker[Session]) -> None:
+    """Found by the fuzzer through the admin API on PostgreSQL: concurrent AllowReenroll calls for
+    one host failed on the allowance's primary key (UNAVAILABLE)."""
+    import threading
+
+    from rmsfleet.collector.store.identity_sql import allowance_until
+
+    start = threading.Barrier(6)
+    failures: list[BaseException] = []
+
+    def allow(index: int) -> None:
+        try:
+            start.wait(10)
+            with sessions.begin() as session:
+                act.allow_reenroll(session, "ws-1", timedelta(hours=1 + index), T0)
+        except BaseException as exc:  # collected and asserted below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=allow, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert failures == []
+    with sessions() as session:
+        until = allowance_until(session, "ws-1", T0)
+    assert until is not None and T0 + timedelta(hours=1) <= until <= T0 + timedelta(hours=6)
