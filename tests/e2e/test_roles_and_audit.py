@@ -205,7 +205,8 @@ def test_who_may_read_and_administer_and_the_audit_trail(tmp_path: Path, secret:
         assert hashes == {"sha256:" + hashlib.sha256(s.encode()).hexdigest() for s in secrets}
         for token in secrets:
             assert token not in dump and token not in collector.log()
-            assert token.split("_")[-1] not in dump
+            # The random part alone is not there either (the lookup id before it is, by design).
+            assert token[len("rmsfleet_") + 17 :] not in dump
 
         metrics = collector.metrics()
         name = "rmsfleet_admin_actions_total"
@@ -213,6 +214,11 @@ def test_who_may_read_and_administer_and_the_audit_trail(tmp_path: Path, secret:
         assert metric_value(metrics, name, action="AddExemption", outcome="permission_denied") == 1
         assert metric_value(metrics, name, action="AddExemption", outcome="invalid_argument") == 1
         assert metric_value(metrics, name, action="RevokeHost", outcome="ok") == 1
+        # Refused queries are counted with the others, by their code.
+        rpcs = "rmsfleet_rpcs_total"
+        assert metric_value(metrics, rpcs, method="ListHosts", code="UNAUTHENTICATED") == 4
+        assert metric_value(metrics, rpcs, method="AddExemption", code="PERMISSION_DENIED") == 1
+        assert metric_value(metrics, rpcs, method="RevokeHost", code="OK") == 1
     finally:
         assert collector.stop() == 0, collector.log()
 

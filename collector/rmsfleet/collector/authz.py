@@ -256,13 +256,23 @@ class AccessControl(grpc.ServerInterceptor):
         assert behaviour is not None
         name = method.rsplit("/", 1)[-1]
 
+        rpcs = self.auditor.metrics.rpcs
+
         def checked(request: Any, context: grpc.ServicerContext) -> Any:
             principal = self._admit(scope, name, request, context)
             token = _CURRENT.set(principal)
             try:
-                return behaviour(request, context)
+                response = behaviour(request, context)
+            except Exception:
+                if scope is Scope.ADMIN:  # the query and inventory servicers count their own calls
+                    code = context.code() if hasattr(context, "code") else None
+                    rpcs.labels(method=name, code=(code or grpc.StatusCode.UNKNOWN).name).inc()
+                raise
             finally:
                 _CURRENT.reset(token)
+            if scope is Scope.ADMIN:
+                rpcs.labels(method=name, code="OK").inc()
+            return response
 
         return grpc.unary_unary_rpc_method_handler(
             checked,
@@ -280,6 +290,8 @@ class AccessControl(grpc.ServerInterceptor):
                 return ANONYMOUS
             return self.authorizer.check(scope, principal)
         except Refusal as refusal:
+            # Counted here: a refused call never reaches the servicer that counts the others.
+            self.auditor.metrics.rpcs.labels(method=name, code=refusal.code.name).inc()
             peer = context.peer()
             log.warning("refused %s from %s (%s): %s: %s", name, peer, refusal.actor, refusal.code.name, refusal)
             if scope is Scope.ADMIN or refusal.presented:
