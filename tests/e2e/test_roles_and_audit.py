@@ -165,6 +165,16 @@ def test_who_may_read_and_administer_and_the_audit_trail(tmp_path: Path, secret:
         )
         assert glass.returncode == 0, glass.stderr
         assert "break-glass: writing to the database directly, bypassing the collector" in glass.stderr
+        glass_bad = subprocess.run(
+            [command("rmsfleet-collector"), *EXEMPT[:-1], "x" * 1001, "--db", url],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert glass_bad.returncode == 2
+        assert glass_bad.stderr.strip().splitlines()[-1] == (
+            "rmsfleet-collector: exemptions add: --reason: expected at most 1000 characters, got 1001"
+        )
 
         entries = audit(collector, admin)
         peer = "ipv4:127.0.0.1:"
@@ -180,7 +190,8 @@ def test_who_may_read_and_administer_and_the_audit_trail(tmp_path: Path, secret:
         assert find(entries, actor="token:e2e-admin", action="AddExemption", outcome="ok")["peer"].startswith(peer)
         assert find(entries, actor="token:short", action="ListHosts")["status"] == "UNAUTHENTICATED"
         assert find(entries, actor="token:reader-1", action="ListHosts")["reason"] == "the token reader-1 is revoked"
-        assert find(entries, actor="break-glass", action="AddExemption")["peer"] == "local"
+        assert find(entries, actor="break-glass", action="AddExemption", outcome="ok")["peer"] == "local"
+        assert find(entries, actor="break-glass", outcome="refused")["status"] == "INVALID_ARGUMENT"
         assert find(entries, actor="break-glass", action="CreateToken")["target"].startswith("token e2e-admin")
         assert entries == sorted(entries, key=lambda e: e["id"], reverse=True), "newest first"
         assert (

@@ -10,6 +10,7 @@ line the operator sees."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -105,6 +106,12 @@ def break_glass(
     try:
         wanted = valid()
     except BadRequest as exc:
+        _audit_refusal(
+            what,
+            url,
+            AuditEntry(act.BREAK_GLASS, action, target, LOCAL_PEER, REFUSED, "INVALID_ARGUMENT", str(exc)),
+            now,
+        )
         raise AdminError(
             f"{what}: {FLAGS.get(exc.field, exc.field)}: {str(exc).split(': ', 1)[1]}", bad_input=True
         ) from None
@@ -121,3 +128,10 @@ def break_glass(
         entry = AuditEntry(act.BREAK_GLASS, action, target, LOCAL_PEER, REFUSED, code, str(exc))
         _write(what, url, lambda session: record(session, entry, now))
         raise AdminError(f"{what}: {exc}") from None
+
+
+def _audit_refusal(what: str, url: str, entry: AuditEntry, now: datetime) -> None:
+    """Record a refused break-glass command where the database can take it: a database that is
+    missing or at another schema gets no row (and is not created), the operator sees the refusal."""
+    with contextlib.suppress(AdminError):
+        _write(what, url, lambda session: record(session, entry, now))
