@@ -71,7 +71,7 @@ def target_of(method: str, request: Any) -> str:
     return ""
 
 
-def _stamp(moment: datetime | None) -> Timestamp | None:
+def stamp(moment: datetime | None) -> Timestamp | None:
     return None if moment is None else datetime_to_timestamp(moment)
 
 
@@ -79,9 +79,9 @@ def token_pb(record: TokenRecord) -> admin_pb2.ApiToken:
     return admin_pb2.ApiToken(
         name=record.name,
         role=record.role,
-        created_at=_stamp(record.created_at),
-        expires_at=_stamp(record.expires_at),
-        revoked_at=_stamp(record.revoked_at),
+        created_at=stamp(record.created_at),
+        expires_at=stamp(record.expires_at),
+        revoked_at=stamp(record.revoked_at),
         created_by=record.created_by,
     )
 
@@ -94,7 +94,7 @@ def audit_pb(entry: AuditRecord) -> admin_pb2.AuditEntry:
     e = entry.entry
     return admin_pb2.AuditEntry(
         id=entry.id,
-        at=_stamp(entry.at),
+        at=stamp(entry.at),
         actor=e.actor,
         action=e.action,
         target=e.target,

@@ -102,7 +102,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         done = self._act(
             context, "AllowReenroll", request, lambda s: act.allow_reenroll(s, host, lasting, self.clock())
         )
-        return admin_pb2.AllowReenrollResponse(until=ac._stamp(done.until), message=done.message)
+        return admin_pb2.AllowReenrollResponse(until=ac.stamp(done.until), message=done.message)
 
     def CreateToken(
         self, request: admin_pb2.CreateTokenRequest, context: grpc.ServicerContext
