@@ -2,7 +2,8 @@
 
 Starts `rmsfleet-collector serve` as a subprocess on SQLite or PostgreSQL (enrollment on, the
 per-address limits raised so the fuzzer itself is not throttled), enrolls a pool of hosts, then
-lets hypothesis build requests for Report, Enroll and every query RPC: protobuf messages whose
+lets hypothesis build requests for Report, Enroll, every query RPC and every admin RPC (with an
+admin token made the break-glass way, or with none, a forged one or a reader's): protobuf messages whose
 fields come from valid values, values at and beyond each bound, control and format characters,
 out-of-range enums, numbers and timestamps, plus the same messages' bytes mutated (truncated,
 flipped, invalid UTF-8) and random bytes. Each example is a batch of calls sent at once.
@@ -11,7 +12,7 @@ What must hold:
 - no call answered INTERNAL or UNKNOWN (a crash in a handler, or a request the edge let through);
 - the collector process is alive and its health SERVING at the end, and its log has no traceback;
 - every stored host and history row reads back through the facts contract (`validate`), every
-  node key's host id is a valid identifier;
+  node key's host id is a valid identifier; the log never names the admin token;
 - the database is sound: SQLite `PRAGMA integrity_check`, PostgreSQL amcheck's
   `bt_index_check(heapallindexed)` on every index.
 
@@ -40,6 +41,7 @@ from typing import Any
 
 import grpc
 import sqlalchemy
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -53,7 +55,7 @@ from rmsfleet.collector.store.models import HostHistoryRow, HostRow, NodeKeyRow
 from rmsfleet.collector.store.rows import UnreadableRow, facts_from_columns
 from rmsfleet.contract.facts import MAX_ID_LENGTH, InvalidFacts, validate
 from rmsfleet.contract.wire import check_wire_text
-from rmsfleet.v1 import facts_pb2, inventory_pb2, query_pb2
+from rmsfleet.v1 import admin_pb2, facts_pb2, inventory_pb2, query_pb2
 
 BIN = Path(sys.executable).parent
 READY = re.compile(r"gRPC on \S+ \(port (\d+)\)")
@@ -324,6 +326,72 @@ def queries() -> st.SearchStrategy[tuple[str, Message]]:
     )
 
 
+DURATION = st.one_of(
+    st.none(),
+    st.builds(
+        lambda s, n: Duration(seconds=s, nanos=n),
+        st.one_of(st.integers(-10, 4_000_000), st.integers(-(2**62), 2**62)),
+        st.integers(-999_999_999, 999_999_999),
+    ),
+)
+
+
+def _with(message: Message, name: str, value: Message | None) -> Message:
+    if value is not None:
+        getattr(message, name).CopyFrom(value)
+    return message
+
+
+def admin_calls() -> st.SearchStrategy[tuple[str, Message]]:
+    """Every AdminService method, with values at and beyond each field's bound."""
+    return st.one_of(
+        st.builds(
+            lambda p, k, sub, r, e: (
+                "AdminService/AddExemption",
+                _with(admin_pb2.AddExemptionRequest(policy=p, subject_kind=k, subject=sub, reason=r), "expires_at", e),
+            ),
+            st.one_of(st.sampled_from(["stale-agent", "mixed-versions-in-cluster"]), text(64)),
+            st.one_of(st.sampled_from(["host", "cluster", "forest"]), text(16)),
+            text(2100),
+            text(1100),
+            st.one_of(st.none(), TIMESTAMP),
+        ),
+        st.builds(
+            lambda i: ("AdminService/RemoveExemption", admin_pb2.RemoveExemptionRequest(id=i)),
+            st.one_of(st.integers(0, 50), st.integers(0, 2**64 - 1)),
+        ),
+        st.builds(lambda h: ("AdminService/RevokeHost", admin_pb2.RevokeHostRequest(host_id=h)), text(300)),
+        st.builds(
+            lambda h, d: (
+                "AdminService/AllowReenroll",
+                _with(admin_pb2.AllowReenrollRequest(host_id=h), "duration", d),
+            ),
+            text(300),
+            DURATION,
+        ),
+        st.builds(
+            lambda n, r, d: (
+                "AdminService/CreateToken",
+                _with(admin_pb2.CreateTokenRequest(name=n, role=r), "expires_in", d),
+            ),
+            st.one_of(st.builds(lambda i: f"fz-token-{i}", st.integers(0, 50)), text(80)),
+            st.one_of(st.sampled_from(["reader", "admin", "scanner"]), text(20)),
+            DURATION,
+        ),
+        st.builds(lambda n: ("AdminService/RevokeToken", admin_pb2.RevokeTokenRequest(name=n)), text(80)),
+        st.builds(
+            lambda p, t: ("AdminService/ListTokens", admin_pb2.ListTokensRequest(page_size=p, page_token=t)),
+            PAGE,
+            page_token(),
+        ),
+        st.builds(
+            lambda p, t: ("AdminService/ListAudit", admin_pb2.ListAuditRequest(page_size=p, page_token=t)),
+            PAGE,
+            page_token(),
+        ),
+    )
+
+
 def _violations(size: int, token: str, policy: str, severity: str, state: str, since: Timestamp | None) -> Message:
     request = query_pb2.ListViolationsRequest(
         page_size=size, page_token=token, policy=policy, severity=severity, state=state
@@ -347,12 +415,13 @@ def mutate(data: bytes, how: int, where: int, byte: int) -> bytes:
     return data + data
 
 
-def calls(pool: Pool) -> st.SearchStrategy[tuple[str, bytes]]:
+def calls(pool: Pool) -> st.SearchStrategy[tuple[str, bytes, str]]:
     structured = st.one_of(
         st.tuples(st.just("InventoryService/Report"), report(pool)),
         st.tuples(st.just("InventoryService/Report"), keyed_report(pool)),
         st.tuples(st.just("InventoryService/Enroll"), enroll()),
         queries(),
+        admin_calls(),
     )
 
     def encoded(call: tuple[str, Message]) -> tuple[str, bytes]:
@@ -368,11 +437,20 @@ def calls(pool: Pool) -> st.SearchStrategy[tuple[str, bytes]]:
     )
     noise = st.tuples(
         st.sampled_from(
-            ["InventoryService/Report", "InventoryService/Enroll", "QueryService/ListHosts", "QueryService/GetPlan"]
+            [
+                "InventoryService/Report",
+                "InventoryService/Enroll",
+                "QueryService/ListHosts",
+                "QueryService/GetPlan",
+                "AdminService/AddExemption",
+            ]
         ),
         st.binary(max_size=128),
     )
-    return st.one_of(plain, plain, plain, broken, noise)
+    # Which credential a call carries: the admin token most often (to reach the store), else none,
+    # a forged token or a malformed header (to exercise the refusals and their audit rows).
+    credential = st.sampled_from(["admin", "admin", "admin", "none", "forged", "malformed"])
+    return st.tuples(st.one_of(plain, plain, plain, broken, noise), credential).map(lambda t: (*t[0], t[1]))
 
 
 # --- the collector under test ------------------------------------------------------------------
@@ -384,6 +462,16 @@ class Target:
     address: str
     db_url: str
     log_path: Path
+    admin_token: str = ""
+
+    def metadata(self, credential: str) -> tuple[tuple[str, str], ...]:
+        if credential == "admin":
+            return (("authorization", f"Bearer {self.admin_token}"),)
+        if credential == "forged":
+            return (("authorization", f"Bearer {self.admin_token[:-4]}AAAA"),)
+        if credential == "malformed":
+            return (("authorization", "Basic " + "x" * 200),)
+        return ()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -425,12 +513,27 @@ def start_target(db_url: str, workdir: Path) -> Target:
         if match:
             target = Target(process, f"127.0.0.1:{match.group(1)}", db_url, log_path)
             if health(target) == health_pb2.HealthCheckResponse.SERVING:
+                target.admin_token = admin_token(db_url)
                 return target
         if process.poll() is not None:
             raise RuntimeError(f"collector exited with {process.returncode}:\n{log_path.read_text()}")
         time.sleep(0.1)
     process.kill()
     raise RuntimeError(f"collector did not start:\n{log_path.read_text()}")
+
+
+def admin_token(db_url: str) -> str:
+    """An admin token for the run, made the break-glass way (the database exists by now)."""
+    done = subprocess.run(
+        [str(BIN / "rmsfleet-collector"), "tokens", "create", "fuzz-admin", "--role", "admin", "--db", db_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"tokens create failed: {done.stderr}")
+    return done.stdout.strip()
 
 
 def health(target: Target) -> int:
@@ -471,6 +574,7 @@ def enroll_pool(channel: grpc.Channel, pool: Pool) -> None:
 def run_round(
     pool: Pool,
     send: Callable[[str], Any],
+    metadata: Callable[[str], tuple[tuple[str, str], ...]],
     findings: Findings,
     examples: int,
     seed_value: int,
@@ -487,8 +591,11 @@ def run_round(
         suppress_health_check=list(HealthCheck),
     )
     @given(st.lists(calls(pool), min_size=1, max_size=batch))
-    def run(batch_calls: list[tuple[str, bytes]]) -> None:
-        futures = [(method, data, send(method).future(data, timeout=30)) for method, data in batch_calls]
+    def run(batch_calls: list[tuple[str, bytes, str]]) -> None:
+        futures = [
+            (method, data, send(method).future(data, timeout=30, metadata=metadata(credential)))
+            for method, data, credential in batch_calls
+        ]
         for method, data, future in futures:
             findings.inputs += 1
             name = method.rsplit("/", 1)[-1]
@@ -542,7 +649,7 @@ def fuzz(
                 while findings.inputs < inputs and (stop_at is None or time.monotonic() < stop_at):
                     # A batch holds (1 + batch) / 2 calls on average; rounds go on until the count is reached.
                     examples = max(1, min(inputs - findings.inputs, ROUND) * 2 // (batch + 1))
-                    run_round(pool, send, findings, examples, seed_value + round_number, batch)
+                    run_round(pool, send, target.metadata, findings, examples, seed_value + round_number, batch)
                     round_number += 1
                     findings.seconds = time.monotonic() - started
                     if progress is not None:
@@ -560,6 +667,8 @@ def fuzz(
             if sign in log:
                 at = log.index(sign)
                 findings.problems.append(f"the collector's log has {sign!r}: {log[max(0, at - 300) : at + 500]}")
+        if target.admin_token and target.admin_token in log:
+            findings.problems.append("the collector's log names the admin token")
         findings.problems.extend(check_database(db_url))
     return findings
 

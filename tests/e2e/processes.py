@@ -79,6 +79,24 @@ class Collector:
         return self.process.wait(timeout)
 
 
+def make_token(tmp: Path, db_url: str, name: str = "e2e-admin", role: str = "admin") -> Path:
+    """A token file made the break-glass way (`tokens create NAME --role ROLE --db URL`), as on a
+    fresh install; the database must exist (a started collector made it)."""
+    done = subprocess.run(
+        [command("rmsfleet-collector"), "tokens", "create", name, "--role", role, "--db", db_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise AssertionError(f"tokens create {name} failed ({done.returncode}): {done.stderr}")
+    path = tmp / f"{name}.token"
+    path.write_text(done.stdout)
+    path.chmod(0o600)
+    return path
+
+
 def start_collector(
     tmp: Path,
     db_url: str,

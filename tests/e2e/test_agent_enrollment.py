@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from processes import command, run_agent, start_collector, wait_for, write_facts
+from processes import command, make_token, run_agent, start_collector, wait_for, write_facts
 
 pytestmark = pytest.mark.e2e
 
@@ -118,10 +118,22 @@ secret_file = "agent.secret"
 def test_revoking_a_host_that_never_enrolled_is_an_error(tmp_path: Path) -> None:
     db = tmp_path / "rmsfleet.db"
     collector = start_collector(tmp_path, f"sqlite:///{db}")
-    collector.stop()
+    try:
+        token = str(make_token(tmp_path, f"sqlite:///{db}"))
+        done = collector.cli("hosts", "revoke", "nobody", "--token-file", token, check=False)
+        assert done.returncode == 1
+        assert done.stderr.strip() == (
+            f"rmsfleet-collector: the collector at {collector.address} answered NOT_FOUND: host nobody has no node "
+            "key (it never enrolled)"
+        )
+    finally:
+        collector.stop()
+    # Break-glass, straight to the database: the same refusal, after the line saying it bypasses.
     done = revoke(db, "nobody")
     assert done.returncode == 1
-    assert done.stderr.strip() == "rmsfleet-collector: hosts revoke: host nobody has no node key (it never enrolled)"
+    assert done.stderr.strip().splitlines()[-1] == (
+        "rmsfleet-collector: hosts revoke: host nobody has no node key (it never enrolled)"
+    )
 
 
 def test_an_agent_without_a_secret_is_told_to_configure_one(tmp_path: Path, sqlite_url: str) -> None:

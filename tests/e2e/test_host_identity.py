@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from certs import make_pki, start_tls_collector
-from processes import Collector, command, run_agent, start_collector, wait_for, write_facts
+from processes import Collector, command, make_token, run_agent, start_collector, wait_for, write_facts
 
 pytestmark = pytest.mark.e2e
 
@@ -37,14 +37,13 @@ def stored_hostname(db: Path, host_id: str = HOST) -> str | None:
     return None if row is None else str(row[0])
 
 
-def admin(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [command("rmsfleet-collector"), "hosts", *args, "--db", f"sqlite:///{db}"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+def admin(collector: Collector, *args: str) -> subprocess.CompletedProcess[str]:
+    """`rmsfleet-collector hosts ARGS` through the collector's admin API, with an admin token."""
+    db = collector.log_path.parent / "rmsfleet.db"
+    token = collector.log_path.parent / "e2e-admin.token"
+    if not token.exists():
+        make_token(collector.log_path.parent, f"sqlite:///{db}")
+    return collector.cli("hosts", *args, "--token-file", str(token), check=False)
 
 
 def once(collector: Collector, facts_path: Path, state: Path, secret: Path) -> subprocess.CompletedProcess[str]:
@@ -102,7 +101,7 @@ def test_after_revocation_the_host_enrolls_again_and_the_old_key_is_refused(tmp_
     try:
         old = once(collector, facts(tmp_path, "old", hostname="old.corp.example"), tmp_path / "old", secret)
         assert old.returncode == 0, old.stderr
-        revoked = admin(db, "revoke", HOST)
+        revoked = admin(collector, "revoke", HOST)
         assert revoked.returncode == 0, revoked.stderr
 
         # The reinstalled machine (a new state directory) enrolls: the key on record was revoked.
@@ -132,7 +131,7 @@ def test_an_allowance_admits_one_enrollment_until_it_expires_and_a_waiting_agent
         assert first.returncode == 0, first.stderr
 
         # An allowance that expired admits nothing.
-        short = admin(db, "allow-reenroll", HOST, "--for", "1s")
+        short = admin(collector, "allow-reenroll", HOST, "--for", "1s")
         assert short.returncode == 0, short.stderr
         assert f"host {HOST} may enroll once more until" in short.stdout
         assert "its current key stays valid until the new enrollment replaces it" in short.stdout
@@ -172,7 +171,7 @@ secret_file = "{secret.name}"
         assert stored_hostname(db) == "first.corp.example"
 
         # The operator allows it: the waiting agent enrolls on its next attempt, no restart.
-        allowed = admin(db, "allow-reenroll", HOST, "--for", "1h")
+        allowed = admin(collector, "allow-reenroll", HOST, "--for", "1h")
         assert allowed.returncode == 0, allowed.stderr
         wait_for(lambda: stored_hostname(db) == "replacement.corp.example", what="the replacement's report")
         assert f"enrolled host {HOST} from" in collector.log() and "now used up" in collector.log()
@@ -198,7 +197,22 @@ secret_file = "{secret.name}"
 
 
 def test_allow_reenroll_refuses_a_bad_duration_in_one_line(tmp_path: Path) -> None:
-    done = admin(tmp_path / "none.db", "allow-reenroll", HOST, "--for", "forever")
+    done = subprocess.run(
+        [
+            command("rmsfleet-collector"),
+            "hosts",
+            "allow-reenroll",
+            HOST,
+            "--for",
+            "forever",
+            "--db",
+            f"sqlite:///{tmp_path / 'none.db'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 2
     assert done.stderr.strip() == (
         "rmsfleet-collector: hosts allow-reenroll: --for: expected a duration such as 30m, 2h or 7d, got 'forever'"

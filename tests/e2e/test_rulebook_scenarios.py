@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from processes import Collector, report_facts, start_collector, wait_for, write_facts
+from processes import Collector, make_token, report_facts, start_collector, wait_for, write_facts
 
 pytestmark = pytest.mark.e2e
 
@@ -213,69 +213,25 @@ def test_stale_agent_opens_when_a_host_goes_silent_and_resolves_when_it_returns(
 
 
 def test_exemption_silences_a_subject_until_removed(tmp_path: Path, sqlite_url: str) -> None:
-    import subprocess
-
-    from processes import command
 
     collector = start_collector(tmp_path, sqlite_url)
     fleet = Fleet(collector, tmp_path)
     try:
         fleet.report(host("ws1", client="RTM"))
         fleet.wait_open("client-not-self-activating", "ws1")
-        added = subprocess.run(
-            [
-                command("rmsfleet-collector"),
-                "exemptions",
-                "add",
-                "--db",
-                sqlite_url,
-                "--policy",
-                "client-not-self-activating",
-                "--subject-kind",
-                "host",
-                "--subject",
-                "ws1",
-                "--reason",
-                "kiosk, replaced in Q1",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert added.returncode == 0, added.stderr
+        # Through the collector's admin API, with an admin token made the break-glass way.
+        token = str(make_token(tmp_path, sqlite_url))
+        exempt = ["exemptions", "add", "--subject-kind", "host", "--subject", "ws1", "--token-file", token]
+        added = collector.cli(*exempt, "--policy", "client-not-self-activating", "--reason", "kiosk, replaced in Q1")
+        assert added.stdout.startswith("exempted host ws1 from client-not-self-activating"), added.stdout
         fleet.wait_resolved("client-not-self-activating", "ws1")
         listed = collector.cli_json("exemptions")
         assert [(e["policy"], e["subject"], e["reason"], e["expires_at"]) for e in listed] == [
             ("client-not-self-activating", "ws1", "kiosk, replaced in Q1", None)
         ]
-        bad = subprocess.run(
-            [
-                command("rmsfleet-collector"),
-                "exemptions",
-                "add",
-                "--db",
-                sqlite_url,
-                "--policy",
-                "no-such-policy",
-                "--subject-kind",
-                "host",
-                "--subject",
-                "ws1",
-                "--reason",
-                "x",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert bad.returncode == 2 and "no policy 'no-such-policy'" in bad.stderr
-        removed = subprocess.run(
-            [command("rmsfleet-collector"), "exemptions", "remove", "--db", sqlite_url, "--id", str(listed[0]["id"])],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert removed.returncode == 0, removed.stderr
+        bad = collector.cli(*exempt, "--policy", "no-such-policy", "--reason", "x", check=False)
+        assert bad.returncode == 2 and "INVALID_ARGUMENT: policy: expected a known policy" in bad.stderr, bad.stderr
+        collector.cli("exemptions", "remove", "--id", str(listed[0]["id"]), "--token-file", token)
         fleet.wait_open("client-not-self-activating", "ws1")
     finally:
         collector.stop()

@@ -120,3 +120,18 @@ def test_host_port_parsing_keeps_ipv6_hosts_and_bounds_the_echo() -> None:
     with pytest.raises(ConfigError) as refused:
         split_host_port("x" * 100_000, "--listen")
     assert len(str(refused.value)) < 300
+
+
+def test_queries_without_a_credential_only_on_loopback_unless_required() -> None:
+    assert config().anonymous_reads
+    assert not config("--require-credentials").anonymous_reads
+    assert not config(env={"RMSFLEET_REQUIRE_CREDENTIALS": "1"}).anonymous_reads
+    assert not config("--listen", "0.0.0.0:50051", "--insecure").anonymous_reads
+    assert config("--listen", "[::1]:50051").anonymous_reads
+
+
+def test_certificate_roles_need_client_certificates() -> None:
+    with pytest.raises(ConfigError, match="--certificate-roles needs client certificates: mutual TLS"):
+        config("--certificate-roles", "roles")
+    mutual = ["--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-client-ca", "ca.pem"]
+    assert config(*mutual, env={"RMSFLEET_CERTIFICATE_ROLES": "roles"}).certificate_roles == Path("roles")

@@ -59,6 +59,16 @@ class ServeConfig:
     max_concurrent_plans: int = 2
     # A plaintext listener that serves only the gRPC health service (health_listener.py).
     health_listen: str | None = None
+    # Roles (authz.py, docs/security.md): queries need a credential too (they always do off
+    # loopback), and client-certificate names mapped to roles.
+    require_credentials: bool = False
+    certificate_roles: Path | None = None
+
+    @property
+    def anonymous_reads(self) -> bool:
+        """Queries without a credential: only on a loopback listener, unless turned off."""
+        host, _port = split_host_port(self.listen, "--listen")
+        return not self.require_credentials and is_loopback_host(host)
 
     @property
     def tls(self) -> bool:
@@ -96,6 +106,10 @@ def check_transport(config: ServeConfig) -> None:
         )
     if config.health_listen is not None:
         split_host_port(config.health_listen, "--health-listen")
+    if config.certificate_roles is not None and config.tls_client_ca is None:
+        raise ConfigError(
+            "--certificate-roles needs client certificates: mutual TLS with --tls-client-ca (and --tls-cert, --tls-key)"
+        )
 
 
 def split_host_port(value: str, what: str, *, any_port: bool = True) -> tuple[str, int]:
@@ -183,6 +197,18 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--health-listen",
         help="also serve the gRPC health service alone, in plaintext, on HOST:PORT, for probes that cannot speak "
         "TLS (RMSFLEET_HEALTH_LISTEN; default: none)",
+    )
+    parser.add_argument(
+        "--require-credentials",
+        action="store_true",
+        default=None,
+        help="queries need a token or a client certificate with a role, on loopback too (RMSFLEET_REQUIRE_CREDENTIALS=1; "
+        "always so on other addresses)",
+    )
+    parser.add_argument(
+        "--certificate-roles",
+        help="file of `NAME ROLE` lines giving client certificates (SAN DNS name or CN) a role: reader, admin or "
+        "scanner (RMSFLEET_CERTIFICATE_ROLES)",
     )
     parser.add_argument(
         "--max-calls-per-peer",
@@ -325,6 +351,8 @@ def serve_config(args: argparse.Namespace, environ: Mapping[str, str]) -> ServeC
             )
         ),
         health_listen=pick(getattr(args, "health_listen", None), "RMSFLEET_HEALTH_LISTEN", "") or None,
+        require_credentials=flag_on(getattr(args, "require_credentials", None), "RMSFLEET_REQUIRE_CREDENTIALS"),
+        certificate_roles=path(getattr(args, "certificate_roles", None), "RMSFLEET_CERTIFICATE_ROLES"),
     )
     split_host_port(config.listen, "--listen")
     split_host_port(config.metrics_listen, "--metrics-listen")

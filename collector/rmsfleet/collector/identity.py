@@ -16,7 +16,7 @@ and maps the exceptions to status codes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from rmsfleet.collector.clock import Clock
 from rmsfleet.collector.enrollment import SecretFile, hash_node_key, new_node_key
 from rmsfleet.collector.metrics import CollectorMetrics
+from rmsfleet.collector.store.audit_sql import OK, AuditEntry, record
 from rmsfleet.collector.store.identity_sql import EnrollOutcome, enroll_host
 from rmsfleet.collector.store.ingest_writes import restart_sequence
 from rmsfleet.contract.text import shown
@@ -134,8 +135,12 @@ class Enroller:
         replace_valid_keys: bool = False,
         binding: CertificateBinding | None = None,
         metrics: CollectorMetrics | None = None,
+        scanner_of: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.metrics = metrics
+        # The scanner credential (a token or certificate with the scanner role, authz.py) the
+        # current call carries, which stands in for the enrollment secret; None without one.
+        self.scanner_of = scanner_of
         self.sessions = sessions
         self.secrets = secrets
         self.clock = clock
@@ -152,7 +157,8 @@ class Enroller:
                 self._count("refused-certificate")
                 log.warning("refused the enrollment of host %s from %s: %s", host_id, peer, refused)
                 raise
-        if not self.secrets.accepts(secret):
+        scanner = self.scanner_of()
+        if scanner is None and not self.secrets.accepts(secret):
             log.warning(
                 "refused the enrollment of host %s from %s: the enrollment secret is not one of those in %s",
                 host_id,
@@ -172,6 +178,10 @@ class Enroller:
                     # The old key (if any) stops working with this commit, so the host may start a
                     # new sequence (a new outbox, or one a bad report pushed too far ahead).
                     restart_sequence(session, host_id)
+                    if scanner is not None:
+                        # Which credential enrolled the host, with the enrollment (docs/security.md).
+                        entry = AuditEntry(scanner, "Enroll", f"host {shown(host_id)}", peer, OK)
+                        record(session, entry, now)
         except SQLAlchemyError as exc:
             log.error("enrollment of host %s failed: %s", host_id, str(exc).splitlines()[0])
             raise EnrollmentUnavailable("the database is not available") from None
@@ -190,9 +200,10 @@ class Enroller:
             raise IdentityRefused(message)
         self._count(result.outcome.value)
         log.info(
-            "enrolled host %s from %s (%s; the host may start a new sequence)",
+            "enrolled host %s from %s%s (%s; the host may start a new sequence)",
             host_id,
             peer,
+            "" if scanner is None else f" by {scanner}",
             _DESCRIBE[result.outcome],
         )
         return Enrolled(key, result.outcome)

@@ -42,6 +42,17 @@ ENROLL_OUTCOMES = (
     "refused-secret",
     "refused-certificate",
 )
+# The AdminService methods (admin_servicer.py): the `action` label of rmsfleet_admin_actions_total.
+ADMIN_ACTIONS = (
+    "AddExemption",
+    "RemoveExemption",
+    "RevokeHost",
+    "AllowReenroll",
+    "CreateToken",
+    "RevokeToken",
+    "ListTokens",
+    "ListAudit",
+)
 
 
 class CollectorMetrics:
@@ -134,6 +145,13 @@ class CollectorMetrics:
         self.enrollments = Counter(
             "rmsfleet_enrollments", "Enrollments by what became of them", ["outcome"], registry=registry
         )
+        # Admin actions (audit.py): action from ADMIN_ACTIONS, outcome `ok` or a status code name.
+        self.admin_actions = Counter(
+            "rmsfleet_admin_actions",
+            "Admin API calls by method and outcome (ok, or the refusal's status code in lower case)",
+            ["action", "outcome"],
+            registry=registry,
+        )
         for limit in ("in-flight", "enroll-rate"):
             self.limited_calls.labels(limit=limit)
         for outcome in ENROLL_OUTCOMES:
@@ -142,7 +160,7 @@ class CollectorMetrics:
         build.labels(version=version, python=platform.python_version()).set(1)
         for outcome in ("applied", "duplicate", "invalid", "refused", "error"):
             self.reports.labels(outcome=outcome)
-        for operation in ("ingest", "evaluate", "aggregate", "query", "enroll"):
+        for operation in ("ingest", "evaluate", "aggregate", "query", "enroll", "admin", "audit", "authorize"):
             self.database_errors.labels(operation=operation)
         for loop in LOOPS:
             self.loop_errors.labels(loop=loop)

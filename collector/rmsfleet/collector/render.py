@@ -192,3 +192,15 @@ def plan_text(plan: Mapping[str, Any]) -> str:
             printable(f"  {u['host_id']} ({u['role']} {u['version']}): {u['reason']}") + "\n" for u in plan["unplanned"]
         )
     return "".join(out)
+
+
+def tokens_table(items: Sequence[Mapping[str, Any]]) -> str:
+    headers = ("name", "role", "created_at", "expires_at", "revoked_at", "created_by")
+    rows = [[str(t.get(h) or "-") for h in headers] for t in items]
+    return _list_table(headers, rows)
+
+
+def audit_table(items: Sequence[Mapping[str, Any]]) -> str:
+    headers = ("at", "actor", "action", "target", "peer", "outcome", "status", "reason")
+    rows = [[str(e.get(h) or "-") for h in headers] for e in items]
+    return _list_table(headers, rows)

@@ -16,6 +16,11 @@ from prometheus_client import CollectorRegistry, disable_created_metrics
 from sqlalchemy.orm import Session, sessionmaker
 
 from rmsfleet.collector import __version__
+from rmsfleet.collector.admin_convert import target_of
+from rmsfleet.collector.admin_servicer import AdminServicer
+from rmsfleet.collector.audit import Auditor
+from rmsfleet.collector.authz import TOKEN_CACHE_SECONDS, AccessControl, Authorizer, TokenCache, current_principal
+from rmsfleet.collector.certificate_roles import CertificateRoles, CertificateRolesError, load_certificate_roles
 from rmsfleet.collector.clock import Clock, system_clock
 from rmsfleet.collector.config import ConfigError, ServeConfig, split_host_port
 from rmsfleet.collector.decode_guard import DecodeGuard
@@ -33,9 +38,10 @@ from rmsfleet.collector.metrics_http import start_metrics_server
 from rmsfleet.collector.servicers import InventoryServicer, QueryServicer
 from rmsfleet.collector.store.database import create_db_engine, prepare_for_serving
 from rmsfleet.collector.tls import ReloadingServerCredentials, TlsFileError, TlsFiles, describe_certificate
+from rmsfleet.collector.tokens import Role
 from rmsfleet.collector.watermark import EvaluationWatermark
 from rmsfleet.contract.address import is_loopback_host
-from rmsfleet.v1 import inventory_pb2, inventory_pb2_grpc, query_pb2, query_pb2_grpc
+from rmsfleet.v1 import admin_pb2, admin_pb2_grpc, inventory_pb2, inventory_pb2_grpc, query_pb2, query_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +59,7 @@ MIN_CLIENT_PING_INTERVAL_MS = 5 * 60 * 1000
 SERVICE_NAMES = (
     inventory_pb2.DESCRIPTOR.services_by_name["InventoryService"].full_name,
     query_pb2.DESCRIPTOR.services_by_name["QueryService"].full_name,
+    admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
 )
 
 
@@ -145,6 +152,39 @@ def connection_options(max_streams: int) -> list[tuple[str, int]]:
     ]
 
 
+def scanner_actor() -> str | None:
+    """Who enrolls with a scanner credential in place of the enrollment secret (authz.py)."""
+    principal = current_principal()
+    return principal.actor if principal.role is Role.SCANNER else None
+
+
+def open_certificate_roles(config: ServeConfig) -> CertificateRoles | None:
+    if config.certificate_roles is None:
+        return None
+    try:
+        roles = load_certificate_roles(config.certificate_roles)
+    except CertificateRolesError as exc:
+        raise ConfigError(str(exc)) from None
+    log.info("client certificates with a role: %d, from %s", len(roles.roles), config.certificate_roles)
+    return roles
+
+
+def log_access_rule(config: ServeConfig) -> None:
+    """Say at start who may query and administer (docs/security.md, roles)."""
+    if config.anonymous_reads:
+        log.warning(
+            "queries without a credential are allowed on this loopback listener %s (for the demo; "
+            "--require-credentials turns that off); admin calls need a token or certificate with the admin role",
+            config.listen,
+        )
+    else:
+        log.info(
+            "every query needs a credential with the reader or admin role, every admin call one with the admin "
+            "role (tokens are cached %gs: a token revoked on another replica stops working within that)",
+            TOKEN_CACHE_SECONDS,
+        )
+
+
 def log_identity_rule(config: ServeConfig, secrets: SecretFile | None) -> None:
     """Say at start what decides who may report as a host (docs/security.md)."""
     if secrets is not None:
@@ -176,6 +216,7 @@ def start(
     health turns NOT_SERVING (liveness.py), checked every `health_interval` seconds."""
     # Files first: a bad secret or certificate file stops the start before anything listens.
     secrets = open_secrets(config)
+    certificate_roles = open_certificate_roles(config)
     credentials = server_credentials(config)
     engine = create_db_engine(config.db_url, pool_size=max(4, config.workers // 8))
     log.info("database %s: %s", engine.url.render_as_string(hide_password=True), prepare_for_serving(engine))
@@ -216,13 +257,20 @@ def start(
         record_changes=evaluator.record_changes,
     )
 
-    # Outermost first: the per-address limits decide before a request is received (limits.py).
+    # Outermost first: the per-address limits decide before a request is received (limits.py),
+    # then who may call what (authz.py), then the lenient decoding (decode_guard.py).
     limits = PeerLimits(metrics, max_calls=config.max_calls_per_peer, enroll_per_minute=config.enroll_per_minute)
+    auditor = Auditor(sessions, clock, metrics)
+    token_cache = TokenCache(sessions)
+    authorizer = Authorizer(
+        token_cache, clock, anonymous_reads=config.anonymous_reads, certificate_roles=certificate_roles
+    )
+    access = AccessControl(authorizer, auditor, target_of)
     options = connection_options(config.max_calls_per_peer)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="grpc"),
         maximum_concurrent_rpcs=config.max_concurrent_rpcs,
-        interceptors=[limits, DecodeGuard(metrics)],
+        interceptors=[limits, access, DecodeGuard(metrics)],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -230,6 +278,7 @@ def start(
         ],
     )
     log_identity_rule(config, secrets)
+    log_access_rule(config)
     binding = CertificateBinding() if config.bind_host_id_to_certificate else None
     enroller = (
         None
@@ -241,6 +290,7 @@ def start(
             replace_valid_keys=config.enroll_replaces_keys,
             binding=binding,
             metrics=metrics,
+            scanner_of=scanner_actor,
         )
     )
     inventory_pb2_grpc.add_InventoryServiceServicer_to_server(
@@ -249,6 +299,7 @@ def start(
     query_pb2_grpc.add_QueryServiceServicer_to_server(
         QueryServicer(sessions, config, metrics, clock, watermark), server
     )
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(sessions, clock, auditor, token_cache), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
@@ -285,6 +336,7 @@ def start(
             "": [writer.progress, evaluator.progress],
             SERVICE_NAMES[0]: [writer.progress],
             SERVICE_NAMES[1]: [],
+            SERVICE_NAMES[2]: [],
         },
         interval=health_interval,
     )

@@ -202,5 +202,20 @@ def allow_reenroll(session: Session, host_id: str, now: datetime, until: datetim
     """Admit one more enrollment of `host_id` until `until` (replacing an earlier allowance), and
     drop allowances that expired (the table holds only what can still be used)."""
     session.execute(delete(ReenrollAllowanceRow).where(ReenrollAllowanceRow.expires_at <= now))
-    _drop_allowance(session, host_id)
-    session.add(ReenrollAllowanceRow(host_id=host_id, created_at=now, expires_at=until))
+    # An upsert: two operators (or two replicas) allowing the same host at once must not fail on
+    # the primary key (found by the fuzzer through the admin API on PostgreSQL: UNAVAILABLE).
+    values = {"host_id": host_id, "created_at": now, "expires_at": until}
+    statement: Any
+    if session.get_bind().dialect.name == "postgresql":
+        pg = postgresql.insert(ReenrollAllowanceRow).values(values)
+        statement = pg.on_conflict_do_update(
+            index_elements=[ReenrollAllowanceRow.host_id],
+            set_={"created_at": pg.excluded.created_at, "expires_at": pg.excluded.expires_at},
+        )
+    else:
+        lite = sqlite.insert(ReenrollAllowanceRow).values(values)
+        statement = lite.on_conflict_do_update(
+            index_elements=[ReenrollAllowanceRow.host_id],
+            set_={"created_at": lite.excluded.created_at, "expires_at": lite.excluded.expires_at},
+        )
+    session.execute(statement)

@@ -156,3 +156,45 @@ class ChangeFeedRow(Base):
     # The change can matter to the cluster and forest rules (AppliedReport.touches_servers).
     touches_servers: Mapped[bool] = mapped_column(Boolean)
     created_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class ApiTokenRow(Base):
+    """An API token for people and tools (`rmsfleet-collector tokens create`, migration 0006).
+
+    Only a hash of the token is stored: a copy of the database does not let anyone call the
+    collector. `lookup_id` is the public part of the token, so one indexed read finds the row;
+    `name` is what the audit trail and `tokens list|revoke` show."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    lookup_id: Mapped[str] = mapped_column(String(32), unique=True)
+    # "sha256:" + 64 hex digits of the whole token.
+    secret_hash: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    expires_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    revoked_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    created_by: Mapped[str] = mapped_column(String(ID_LENGTH))
+
+
+class AuditRow(Base):
+    """One admin action or one refused call (migration 0006): who, what, when, from where, and
+    the outcome. Written in the transaction of the action it records."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    # The collector's clock (the CLI's for break-glass writes).
+    at: Mapped[datetime] = mapped_column(Timestamp)
+    # "token:NAME", "certificate:NAME", "break-glass" or "anonymous".
+    actor: Mapped[str] = mapped_column(String(ID_LENGTH))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(Text)
+    # The caller's address as gRPC saw it ("ipv4:127.0.0.1:50322"), or "local" for break-glass.
+    peer: Mapped[str] = mapped_column(String(ID_LENGTH))
+    # "ok" or "refused"; a refusal names its status code and why.
+    outcome: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text)

@@ -180,8 +180,9 @@ def add_exemption(
     reason: str,
     now: datetime,
     expires_at: datetime | None,
-) -> None:
-    session.execute(
+) -> int:
+    """Store an exemption; its id."""
+    result = session.execute(
         insert(ExemptionRow).values(
             policy=policy,
             subject_kind=subject_kind,
@@ -191,6 +192,7 @@ def add_exemption(
             expires_at=expires_at,
         )
     )
+    return int(result.inserted_primary_key[0])  # type: ignore[attr-defined]  # an INSERT's CursorResult
 
 
 def remove_exemption(session: Session, exemption_id: int) -> bool:
