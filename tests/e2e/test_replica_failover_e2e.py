@@ -14,7 +14,12 @@ send. Then:
   a host started after the kill is opened, by the replica that took over.
 
 Every replica runs a full pass only every 600 s: within the test, only the change feed explains
-a change being evaluated (docs/deploy.md, "Replicas")."""
+a change being evaluated (docs/deploy.md, "Replicas").
+
+The second test gives a collector a multi-host database URL (docs/deploy.md, "PostgreSQL primary
+with a hot standby"): two TCP proxies in front of the one PostgreSQL stand for a primary and
+the server that replaces it. The collector serves through the first; when that one goes away it
+reconnects through the second, with no restart, and goes on storing and evaluating reports."""
 
 from __future__ import annotations
 
@@ -36,6 +41,8 @@ from fleet_agents import (
     wait_stored,
 )
 from processes import Collector, metric_value, start_collector, wait_for
+from sqlalchemy.engine import make_url
+from tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -195,4 +202,62 @@ def test_killing_the_evaluating_replica_loses_duplicates_and_reopens_nothing(
     finally:
         for replica in replicas:
             replica.stop()
+        store.close()
+
+
+def test_a_collector_given_a_multi_host_database_url_moves_to_the_next_host_when_the_first_goes(
+    tmp_path: Path, postgres_url: str, agents: list[Agent]
+) -> None:
+    url = make_url(postgres_url)
+    target = (url.host or "127.0.0.1", url.port or 5432)
+    first, second = TcpProxy(target), TcpProxy(target)
+    # SQLAlchemy's form of libpq's host list: one `host` parameter per server, tried in order.
+    multi_host = (
+        f"postgresql+psycopg://{url.username}@/{url.database}"
+        f"?host=127.0.0.1:{first.port}&host=127.0.0.1:{second.port}"
+        "&target_session_attrs=read-write&connect_timeout=5"
+    )
+    store = Store(postgres_url)
+    collector: Collector | None = None
+    try:
+        collector = start_collector(tmp_path, multi_host, SLOW_FULL_PASS)
+        wait_for(lambda: collector is not None and leads(collector), what="the collector to evaluate")
+        for index, client in enumerate((VIOLATING_CLIENT, COMPLIANT_CLIENT)):
+            folder = tmp_path / f"agent{index}"
+            folder.mkdir()
+            agent = Agent(f"multi-host-{index}", folder, [collector.address])
+            agent.client = dict(client)
+            agent.change()
+            agents.append(agent)
+            agent.start()
+        wait_stored(agents, store)
+        violating, compliant = agents
+        wait_for(lambda: set(open_since(store)) == {violating.host_id}, what="the first violation")
+        since = open_since(store)[violating.host_id]
+        assert first.connections > 0 and second.connections == 0, "libpq takes the first host that answers"
+
+        first.cut()  # the primary is gone: connections through it close, new ones are refused
+        compliant.client = dict(VIOLATING_CLIENT)
+        change_all(agents, store)
+        change_all(agents, store)
+        wait_stored(agents, store)
+        wait_for(lambda: second.connections > 0, what="connections through the second host")
+        # Its leadership connection went with the first host: the lock is taken again through
+        # the second (advisory locks live in the server's memory, not in the database).
+        wait_for(
+            lambda: collector is not None and collector.log().count("this replica now evaluates") == 2,
+            what="the collector to take the evaluation leadership again",
+        )
+        wait_for(
+            lambda: set(open_since(store)) == {violating.host_id, compliant.host_id},
+            what="the violation reported after the first host went away",
+        )
+        assert open_since(store)[violating.host_id] == since
+        assert collector.process.poll() is None, "the collector reconnects without a restart"
+        finish_and_verify(agents, store)
+    finally:
+        if collector is not None:
+            collector.stop()
+        first.close()
+        second.close()
         store.close()
