@@ -143,3 +143,42 @@ def expression_problems(
             if allowed is not None and matcher.value not in allowed:
                 problems.append(f"{where}: value not among {sorted(allowed)}")
     return problems
+
+
+# --- aggregating over replicas (docs/deploy.md, "What each replica exports") --------------------
+
+REPLICA_SECTION = "### What each replica exports"
+_AGGREGATORS = ("sum", "count", "max", "min", "avg", "group", "stddev", "stdvar", "topk", "bottomk", "quantile")
+_ANY_LABEL_LIST = re.compile(r"\b(?:by|without)\s*\([^)]*\)")
+_RANGE_FUNCTIONS = ("rate", "irate", "increase")
+_QUOTED = re.compile(r""""(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`""")
+_MATCHERS_OR_RANGE = re.compile(r"\{[^}]*\}|\[[^\]]*\]")
+
+
+def replica_aggregation(path: Path = DEPLOY_MD) -> dict[str, str]:
+    """metric -> how the Replicas table of docs/deploy.md says to aggregate it over replicas
+    (the text of its "aggregate with" cell)."""
+    text = path.read_text(encoding="utf-8")
+    section = text[text.index(REPLICA_SECTION) :]
+    section = section[: section.index("\n#", len(REPLICA_SECTION))]
+    table: dict[str, str] = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if not line.startswith("|") or len(cells) != 3 or cells[0] in ("metrics", "---"):
+            continue
+        for name in _CODE.findall(cells[0]):
+            assert name not in table, f"{name} is in two rows of the Replicas table"
+            table[name] = cells[2]
+    return table
+
+
+def direct_aggregations(expr: str, metric: str) -> list[tuple[str, str | None]]:
+    """(aggregation, range function or None) for each place `metric` (or a histogram's
+    _bucket, _sum, _count) appears directly inside an aggregation, e.g. ("sum", "rate") for
+    `sum by (le) (rate(metric_bucket[5m]))`, ("max", None) for `max(metric)`."""
+    text = _ANY_LABEL_LIST.sub(" ", _MATCHERS_OR_RANGE.sub("", _QUOTED.sub('""', expr)))
+    pattern = re.compile(
+        rf"\b({'|'.join(_AGGREGATORS)})\s*\(\s*(?:({'|'.join(_RANGE_FUNCTIONS)})\s*\(\s*)?"
+        rf"{re.escape(metric)}(?:_bucket|_sum|_count)?(?![\w:])"
+    )
+    return [(m.group(1), m.group(2)) for m in pattern.finditer(text)]

@@ -60,8 +60,9 @@ def test_dashboard_provider_loads_the_dashboards_folder() -> None:
 
 
 def test_dashboard_shows_what_operators_look_for() -> None:
-    """Rollout, versions, activation, violations, clusters and collector health each have a
-    panel built on their metrics."""
+    """Rollout, versions, activation, violations, clusters, collector health and evaluation
+    across replicas (which one evaluates, the change feed) each have a panel built on their
+    metrics."""
     expressions = " ".join(expr for _, expr in panel_expressions())
     for needed in (
         "rmsfleet:sp2_rollout:ratio",
@@ -74,6 +75,9 @@ def test_dashboard_shows_what_operators_look_for() -> None:
         "rmsfleet_ingest_queue_depth",
         "rmsfleet:ingest_commit_duration_seconds:p95_5m",
         "rmsfleet:evaluation:age_seconds",
+        "rmsfleet_evaluation_leader",
+        "rmsfleet_evaluation_feed_backlog",
+        "rmsfleet_evaluation_feed_lag_seconds",
     ):
         assert needed in expressions, f"no panel shows {needed}"
 

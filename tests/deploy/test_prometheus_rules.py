@@ -23,12 +23,15 @@ from .catalogue import (
     PROMETHEUS,
     RECORDING_RULES,
     REPO,
+    direct_aggregations,
     expression_problems,
     load_catalogue,
     load_rules,
     recording_rule_names,
+    replica_aggregation,
 )
 from .conftest import assert_ok, run
+from .dashboard import panel_expressions
 
 CONFIG = PROMETHEUS / "prometheus.yml"
 RULE_TESTS = sorted((PROMETHEUS / "tests").glob("*.yml"))
@@ -290,23 +293,64 @@ def test_recording_rules_follow_the_naming_convention() -> None:
         assert re.fullmatch(r"rmsfleet:[a-z0-9_]+:[a-z0-9_]+", name), name
 
 
-def test_fleet_gauges_are_aggregated_with_max() -> None:
-    """Replicas export the same fleet values: a sum would count the fleet once per replica."""
-    fleet = [
-        "rmsfleet_hosts",
-        "rmsfleet_clients",
-        "rmsfleet_clusters",
-        "rmsfleet_cluster_servers",
-        "rmsfleet_cluster_capability",
-        "rmsfleet_policy_violations",
-        "rmsfleet_policy_violations_by_severity",
-        "rmsfleet_policy_violation_oldest_age_seconds",
-        "rmsfleet_policy_violations_by_forest",
-        "rmsfleet_stale_agents",
-        "rmsfleet_fleet_hosts",
+def every_expression() -> list[tuple[str, str]]:
+    """(where, PromQL) of every recording rule, alert and dashboard panel."""
+    rules = [
+        (f"rule {rule.get('record') or rule.get('alert')}", str(rule["expr"]))
+        for path in (RECORDING_RULES, ALERT_RULES)
+        for rule in load_rules(path)
     ]
-    for path in (RECORDING_RULES, ALERT_RULES):
-        for rule in load_rules(path):
-            for metric in fleet:
-                summed = re.search(rf"\b(sum|count)\b[^()]*\(\s*{metric}\b", rule["expr"])
-                assert summed is None, f"{rule.get('record') or rule.get('alert')} aggregates {metric} with {summed}"
+    return rules + [(f"panel {title!r}", expr) for title, expr in panel_expressions()]
+
+
+def test_the_replicas_table_says_how_to_aggregate_every_metric() -> None:
+    """docs/deploy.md tells a dashboard author, for each metric of the catalogue, whether the
+    replicas export the same value (max) or their own (sum); counters and histograms are per
+    replica."""
+    table = replica_aggregation()
+    catalogue = load_catalogue()
+    assert sorted(table) == sorted(catalogue)
+    for name, spec in catalogue.items():
+        if spec.type in ("counter", "histogram"):
+            assert table[name].startswith("`sum` of `rate(...)`"), f"{name}: {table[name]}"
+
+
+def test_fleet_gauges_are_aggregated_with_max() -> None:
+    """Replicas export the same fleet values: a sum (or count) would count the fleet once per
+    replica. The fleet gauges are those the Replicas table of docs/deploy.md aggregates with max."""
+    same_everywhere = [name for name, how in replica_aggregation().items() if how.startswith("`max")]
+    assert "rmsfleet_policy_violations" in same_everywhere and "rmsfleet_evaluation_feed_backlog" in same_everywhere
+    problems = [
+        f"{where} aggregates {metric} with {aggregation}"
+        for where, expr in every_expression()
+        for metric in same_everywhere
+        for aggregation, _function in direct_aggregations(expr, metric)
+        if aggregation in ("sum", "count")
+    ]
+    assert not problems, "\n".join(problems)
+
+
+def test_per_replica_counters_are_summed() -> None:
+    """Each replica counts what it handled: the rate of a counter or histogram over replicas is
+    their sum; max, min or avg would hide all but one."""
+    counted = [name for name, spec in load_catalogue().items() if spec.type in ("counter", "histogram")]
+    problems = [
+        f"{where} aggregates {function}({metric}) with {aggregation}"
+        for where, expr in every_expression()
+        for metric in counted
+        for aggregation, function in direct_aggregations(expr, metric)
+        if function is not None and aggregation != "sum"
+    ]
+    assert not problems, "\n".join(problems)
+
+
+def test_the_aggregation_check_sees_through_by_clauses() -> None:
+    """The two checks above would pass on anything if they missed the common forms."""
+    assert direct_aggregations("sum by (policy) (rmsfleet_policy_violations)", "rmsfleet_policy_violations") == [
+        ("sum", None)
+    ]
+    assert direct_aggregations('count(rmsfleet_hosts{role="server"})', "rmsfleet_hosts") == [("count", None)]
+    assert direct_aggregations(
+        "max by (le) (rate(rmsfleet_ingest_batch_size_bucket[5m]))", "rmsfleet_ingest_batch_size"
+    ) == [("max", "rate")]
+    assert direct_aggregations("max(rmsfleet_policy_violations_by_forest)", "rmsfleet_policy_violations") == []
