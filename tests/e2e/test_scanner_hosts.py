@@ -485,6 +485,16 @@ def test_with_a_scanner_token_each_target_enrolls_as_its_own_host_without_the_se
     collector = start_collector(tmp_path, sqlite_url, ["--enroll-secret-file", str(secrets)])
     names = ["xp-sp2-01.corp.example", "win7-01.corp.example"]
     try:
+        # A token without the scanner role: the collector answers, and refuses each host id to
+        # this scanner (exit 6, not "unreachable"); the reports wait for the next run.
+        reader = make_token(tmp_path, sqlite_url, "reader-1", "reader")
+        refused = scan(tmp_path, collector.address, hosts, names, extra=("--enroll-token-file", str(reader)))
+        assert refused.done.returncode == 6, refused.done.stderr
+        why = f"with the enrollment token in {reader}: token:reader-1 has the role reader; this call needs scanner"
+        assert "collector: refuses 2 host id(s) to this scanner, their reports are kept: " in refused.done.stderr
+        assert all(why in target["delivery_message"] for target in refused.targets.values()), refused.targets
+        assert collector_hosts(collector) == {}
+
         token_file = make_token(tmp_path, sqlite_url, "scanner-1", "scanner")
         scanned = scan(tmp_path, collector.address, hosts, names, extra=("--enroll-token-file", str(token_file)))
         assert scanned.done.returncode == 0, scanned.done.stderr
