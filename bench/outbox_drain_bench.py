@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from rmsfleet.agent.config import AgentConfig
+from rmsfleet.agent.enrollment import EnrollCredential
 from rmsfleet.agent.outbox import Outbox
 from rmsfleet.agent.runner import Runner
 from rmsfleet.agent.transport import RpcFailure
@@ -34,7 +35,7 @@ class AckingLink:
     def report(self, request: inventory_pb2.ReportRequest, stop: threading.Event) -> inventory_pb2.ReportResponse:
         return inventory_pb2.ReportResponse(applied=True, acknowledged_sequence=request.sequence)
 
-    def enroll(self, host_id: str, secret: str, stop: threading.Event) -> str:
+    def enroll(self, host_id: str, credential: EnrollCredential, stop: threading.Event) -> str:
         raise RpcFailure("UNIMPLEMENTED", "no enrollment")
 
     def explain(self, failure: RpcFailure) -> str:

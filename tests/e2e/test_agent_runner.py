@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from rmsfleet.agent.config import AgentConfig, SenderConfig
+from rmsfleet.agent.enrollment import EnrollCredential
 from rmsfleet.agent.outbox import Outbox
 from rmsfleet.agent.runner import (
     EXIT_ENROLLMENT,
@@ -66,8 +67,8 @@ class FakeLink:
             raise answer
         return inventory_pb2.ReportResponse(applied=True, acknowledged_sequence=request.sequence)
 
-    def enroll(self, host_id: str, secret: str, stop: threading.Event) -> str:
-        self.enrolled.append((host_id, secret))
+    def enroll(self, host_id: str, credential: EnrollCredential, stop: threading.Event) -> str:
+        self.enrolled.append((host_id, credential.secret))
         answer = self.enrolls.pop(0) if self.enrolls else f"key-{len(self.enrolled)}"
         if isinstance(answer, RpcFailure):
             raise answer

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from conftest import skip_or_fail
-from processes import Collector, start_collector
+from processes import Collector, make_token, start_collector
 from scanner.fake_hosts import (
     ADMIN_PASSWORD,
     ADMIN_USER,
@@ -469,5 +469,46 @@ def test_with_enrollment_each_target_enrolls_as_its_own_host(
             outboxes.close()
         assert all(keys.values()) and len(set(keys.values())) == 2, "one node key per target"
         assert "scanner-enroll-secret" not in scanned.done.stdout + scanned.done.stderr
+    finally:
+        collector.stop()
+
+
+def test_with_a_scanner_token_each_target_enrolls_as_its_own_host_without_the_secret(
+    tmp_path: Path, sqlite_url: str, hosts: dict[str, RunningFakeHost]
+) -> None:
+    """`--enroll-token-file`: an API token with the scanner role stands in for the enrollment
+    secret (docs/security.md); each target still gets its own node key, and the collector's audit
+    trail says the token enrolled it."""
+    secrets = tmp_path / "enroll.secrets"
+    secrets.write_text("the-agents-secret-the-scanner-never-sees\n")
+    secrets.chmod(0o600)
+    collector = start_collector(tmp_path, sqlite_url, ["--enroll-secret-file", str(secrets)])
+    names = ["xp-sp2-01.corp.example", "win7-01.corp.example"]
+    try:
+        # A token without the scanner role: the collector answers, and refuses each host id to
+        # this scanner (exit 6, not "unreachable"); the reports wait for the next run.
+        reader = make_token(tmp_path, sqlite_url, "reader-1", "reader")
+        refused = scan(tmp_path, collector.address, hosts, names, extra=("--enroll-token-file", str(reader)))
+        assert refused.done.returncode == 6, refused.done.stderr
+        why = f"with the enrollment token in {reader}: token:reader-1 has the role reader; this call needs scanner"
+        assert "collector: refuses 2 host id(s) to this scanner, their reports are kept: " in refused.done.stderr
+        assert all(why in target["delivery_message"] for target in refused.targets.values()), refused.targets
+        assert collector_hosts(collector) == {}
+
+        token_file = make_token(tmp_path, sqlite_url, "scanner-1", "scanner")
+        scanned = scan(tmp_path, collector.address, hosts, names, extra=("--enroll-token-file", str(token_file)))
+        assert scanned.done.returncode == 0, scanned.done.stderr
+        for name in names:
+            assert f"enrolled host {name} with the collector" in scanned.done.stderr
+        assert sorted(collector_hosts(collector)) == sorted(names)
+        outboxes = HostOutboxes(scanned.state)
+        try:
+            keys = {name: outboxes.node_key(name) for name in names}
+        finally:
+            outboxes.close()
+        assert all(keys.values()) and len(set(keys.values())) == 2, "one node key per target"
+        assert "by token:scanner-1" in collector.log()
+        token = token_file.read_text().strip()
+        assert token not in scanned.done.stdout + scanned.done.stderr + tree_text(scanned.state) + collector.log()
     finally:
         collector.stop()

@@ -16,6 +16,7 @@ import pytest
 from live_collector import Live, live_collector, wait_for
 
 from rmsfleet.agent.config import AgentConfig, SenderConfig
+from rmsfleet.agent.enrollment import EnrollCredential
 from rmsfleet.agent.outbox import OUTBOX_FILE, Outbox
 from rmsfleet.agent.runner import Runner
 from rmsfleet.agent.transport import GrpcLink, Stopped, open_links
@@ -59,8 +60,8 @@ class LockAfterReport:
             taken.wait(10)
         return response
 
-    def enroll(self, host_id: str, secret: str, stop: threading.Event) -> str:
-        return self._link.enroll(host_id, secret, stop)
+    def enroll(self, host_id: str, credential: EnrollCredential, stop: threading.Event) -> str:
+        return self._link.enroll(host_id, credential, stop)
 
     def explain(self, failure: object) -> str:
         return str(failure)

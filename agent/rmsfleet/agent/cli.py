@@ -45,17 +45,11 @@ from rmsfleet.agent.config import (
     load_config,
     render_effective,
 )
+from rmsfleet.agent.enrollment import EnrollFileError, read_credential
 from rmsfleet.agent.multihost import HostOutboxes
 from rmsfleet.agent.outbox import Outbox, OutboxError
 from rmsfleet.agent.probe import Probe, ProbeError, select_probe
-from rmsfleet.agent.runner import (
-    EXIT_CONFIG,
-    EXIT_OK,
-    EXIT_UNREACHABLE,
-    Runner,
-    SecretFileError,
-    read_enroll_secret,
-)
+from rmsfleet.agent.runner import EXIT_CONFIG, EXIT_OK, EXIT_UNREACHABLE, Runner
 from rmsfleet.agent.spool import SpoolFolder
 from rmsfleet.agent.spool_loop import SpoolRunner
 from rmsfleet.agent.transport import TransportError, open_links, read_tls_material
@@ -107,7 +101,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             spool_dir = _check_spool(config)
         else:
             probe = _check(config)
-    except (ConfigError, ProbeError, SecretFileError, TransportError) as exc:
+    except (ConfigError, ProbeError, EnrollFileError, TransportError) as exc:
         return _fail(str(exc), EXIT_CONFIG)
     if command == SPOOL:
         return run_spool(config, spool_dir, once=args.once)
@@ -119,14 +113,13 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 
 def _check(config: AgentConfig) -> Probe:
     """What running needs beyond a well-formed configuration: a collector, a probe that can
-    work here, a readable enrollment secret and TLS files. Raises with one line."""
+    work here, a readable enrollment secret or token and TLS files. Raises with one line."""
     if not config.collectors:
         raise ConfigError(
             "no collector address: pass --collector HOST:PORT, set RMSFLEET_COLLECTOR or [agent] collectors"
         )
     probe = select_probe(config, sys.platform)
-    if config.enroll_secret_file is not None:
-        read_enroll_secret(config.enroll_secret_file)
+    read_credential(config.enroll_secret_file, config.enroll_token_file)
     if any(not config.tls.plaintext_to(address) for address in config.collectors):
         read_tls_material(config.tls)
     return probe
@@ -134,7 +127,7 @@ def _check(config: AgentConfig) -> Probe:
 
 def _check_spool(config: AgentConfig) -> Path:
     """What the spool needs: a collector, a spool folder that exists, a readable enrollment
-    secret and TLS files. Returns the folder. Raises with one line."""
+    secret or token and TLS files. Returns the folder. Raises with one line."""
     if not config.collectors:
         raise ConfigError(
             "no collector address: pass --collector HOST:PORT, set RMSFLEET_COLLECTOR or [agent] collectors"
@@ -147,8 +140,7 @@ def _check_spool(config: AgentConfig) -> Path:
             f"spool folder {folder} ({config.source_of('spool.dir')}): "
             + ("not a folder" if folder.exists() else "does not exist; create it where the writers drop their files")
         )
-    if config.enroll_secret_file is not None:
-        read_enroll_secret(config.enroll_secret_file)
+    read_credential(config.enroll_secret_file, config.enroll_token_file)
     if any(not config.tls.plaintext_to(address) for address in config.collectors):
         read_tls_material(config.tls)
     return folder

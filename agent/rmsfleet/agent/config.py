@@ -107,6 +107,8 @@ class AgentConfig:
     probe: ProbeKind = "auto"
     tls: TlsConfig = TlsConfig()
     enroll_secret_file: Path | None = None
+    # An API token with the scanner role, sent on Enroll in place of the secret (enrollment.py).
+    enroll_token_file: Path | None = None
     sender: SenderConfig = SenderConfig()
     spool: SpoolConfig = SpoolConfig()
     outbox_max_changes: int = 1000
@@ -117,6 +119,11 @@ class AgentConfig:
     # Where the configuration came from; not part of the configuration's value.
     config_file: Path | None = field(default=None, compare=False)
     sources: tuple[tuple[str, str], ...] = field(default=(), compare=False)
+
+    @property
+    def enrolls(self) -> bool:
+        """Whether an enrollment credential (secret or token file) is configured."""
+        return self.enroll_secret_file is not None or self.enroll_token_file is not None
 
     def source_of(self, name: str) -> str:
         """Where setting `name` came from: `flag --x`, `env RMSFLEET_X`, `FILE:LINE` or `default`."""
@@ -339,6 +346,7 @@ _SETTINGS: tuple[_Setting, ...] = (
     _Setting("tls.key_file", "tls", "key_file", _path, "--tls-key"),
     _Setting("tls.insecure", "tls", "insecure", _bool, "--insecure"),
     _Setting("enroll_secret_file", "enroll", "secret_file", _path, "--enroll-secret-file"),
+    _Setting("enroll_token_file", "enroll", "token_file", _path, "--enroll-token-file"),
     _Setting("outbox_max_changes", "outbox", "max_changes", _count),
     _Setting("host.host_id", "host", "host_id", _text),
     _Setting("host.hostname", "host", "hostname", _text),
@@ -593,6 +601,13 @@ def _check(config: AgentConfig) -> None:
         )
     if (tls.cert_file is None) != (tls.key_file is None):
         raise ConfigError("tls: cert_file and key_file go together (a client certificate needs its key)")
+    if config.enroll_secret_file is not None and config.enroll_token_file is not None:
+        # One credential per process: the collector would take the token and ignore the secret,
+        # and an operator reading the configuration could not tell which one enrolled a host.
+        raise ConfigError(
+            f"enroll: secret_file ({config.source_of('enroll_secret_file')}) and token_file "
+            f"({config.source_of('enroll_token_file')}) are both set: keep one (a scanner token needs no secret)"
+        )
     if config.sender.max_backoff < config.sender.initial_backoff:
         raise ConfigError(
             f"sender: max_backoff ({config.sender.max_backoff:g}s) is below initial_backoff "
@@ -623,6 +638,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--tls-key": "client private key (PEM)",
         "--insecure": "plaintext gRPC to any collector (loopback collectors get plaintext without it)",
         "--enroll-secret-file": "file holding the enrollment secret",
+        "--enroll-token-file": "file holding an API token with the scanner role, sent on Enroll instead of a secret",
         "--spool-dir": "folder of facts files to send as their hosts (the spool subcommand)",
     }
     parser.add_argument("--config", type=Path, default=None, help=f"agent config file (TOML; {CONFIG_ENV})")
@@ -648,7 +664,7 @@ def flag_values(namespace: argparse.Namespace) -> dict[str, object]:
 
 def render_effective(config: AgentConfig) -> str:
     """The effective configuration as TOML, each value annotated with where it came from. Secrets
-    are never shown: the enrollment secret is named by its file, whose content is not read."""
+    are never shown: the enrollment secret and token are named by their files, whose content is not read."""
     lines = ["# rmsfleet-agent effective configuration (secrets are not shown)"]
     if config.config_file is not None:
         lines.append(f"# config file: {config.config_file}")
@@ -685,7 +701,8 @@ def render_effective(config: AgentConfig) -> str:
             )
         ],
         "enroll": [
-            ("secret_file", "enroll_secret_file", config.enroll_secret_file, "the secret itself is never shown")
+            ("secret_file", "enroll_secret_file", config.enroll_secret_file, "the secret itself is never shown"),
+            ("token_file", "enroll_token_file", config.enroll_token_file, "the token itself is never shown"),
         ],
         "outbox": [("max_changes", "outbox_max_changes", config.outbox_max_changes, "")],
         "host": [(key, f"host.{key}", getattr(config.host, key), "") for key in ("host_id", "hostname", "forest")]

@@ -90,7 +90,7 @@ class HostStatus(enum.Enum):
     DELIVERED = "delivered"  # every pending report left the outbox, none refused
     REFUSED = "refused"  # the collector refused at least one report for good (set aside)
     UNREACHABLE = "unreachable"  # no collector address answered; reports kept
-    ENROLLMENT = "enrollment"  # enrollment needs the operator (no secret, secret refused); kept
+    ENROLLMENT = "enrollment"  # enrollment needs the operator (no secret or token, or it was refused); kept
     # The collector refuses this host id to us (PERMISSION_DENIED: another machine holds it, or
     # the certificate does not name it): this host's reports are kept and retried next drain,
     # the other hosts go on.
@@ -298,8 +298,9 @@ class HostOutboxes:
     ) -> DrainResult:
         """Send every host's pending reports (at most `concurrency` hosts at a time) with the
         single agent's Runner: backoff settings, deadlines, fail-over over `links`, enrollment
-        with `config.enroll_secret_file`, refusals set aside. Returns each host's outcome; hosts
-        with nothing pending are not listed. Never raises for a host's failure."""
+        with `config.enroll_secret_file` or `config.enroll_token_file`, refusals set aside.
+        Returns each host's outcome; hosts with nothing pending are not listed. Never raises for
+        a host's failure."""
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         if not links:

@@ -36,15 +36,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 from rmsfleet.agent import __version__
 from rmsfleet.agent.backoff import Backoff, Outcome, classify_status, jittered_interval
 from rmsfleet.agent.config import AgentConfig
+from rmsfleet.agent.enrollment import EnrollCredential, EnrollFileError, Kind, read_credential
 from rmsfleet.agent.outbox import Outbox, OutboxEntry, OutboxStorageError
 from rmsfleet.agent.probe import Probe, ProbeError
 from rmsfleet.agent.transport import Link, RpcFailure, Stopped
-from rmsfleet.contract.secret_file import secret_lines
 from rmsfleet.contract.wire import report_request
 
 log = logging.getLogger("rmsfleet.agent")
@@ -58,28 +57,10 @@ EXIT_ENROLLMENT = 5
 EXIT_IDENTITY = 6  # the collector refuses this host id to this agent (PERMISSION_DENIED)
 
 
-class SecretFileError(Exception):
-    """The agent's enrollment secret file cannot be used; one line."""
-
-
-def read_enroll_secret(path: Path) -> str:
-    """The enrollment secret: the first line of the file that is not blank or a `#` comment."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SecretFileError(
-            f"enroll secret_file {path}: cannot read: {getattr(exc, 'strerror', None) or exc}"
-        ) from None
-    secrets = secret_lines(text)
-    if secrets:
-        return secrets[0]
-    raise SecretFileError(f"enroll secret_file {path}: holds no secret (one line, not starting with #)")
-
-
 class Problem(enum.Enum):
     UNREACHABLE = "unreachable"  # retryable: wait and try again
     NEEDS_ENROLLMENT = "needs-enrollment"  # the collector wants a node key and we cannot get one
-    ENROLLMENT_REFUSED = "enrollment-refused"  # the collector refused the enrollment secret
+    ENROLLMENT_REFUSED = "enrollment-refused"  # the collector refused the enrollment secret or token
     STORAGE = "storage"  # the outbox could not be read or written: wait and try again
     IDENTITY_REFUSED = "identity-refused"  # the collector refuses this host id to us: retry with backoff
 
@@ -117,6 +98,21 @@ class Refusal:
     sequence: int
     address: str
     reason: str
+
+
+def _credential_refused(address: str, credential: EnrollCredential, failure: RpcFailure) -> str:
+    """The one line for an UNAUTHENTICATED Enroll: the secret is not one of the collector's, or
+    the token is unknown, expired or revoked (the collector's details say which)."""
+    if credential.kind is Kind.TOKEN:
+        return (
+            f"the collector at {address} refused the enrollment token in {credential.file}: {failure.details} "
+            "(put a valid token with the scanner role in that file: rmsfleet-collector tokens create NAME "
+            "--role scanner)"
+        )
+    return (
+        f"the collector at {address} refused the enrollment secret from {credential.file} ({failure}): "
+        "put a secret the collector accepts in that file"
+    )
 
 
 def _busy(failure: RpcFailure) -> bool:
@@ -200,9 +196,9 @@ class Runner:
 
     def _node_key(self, host_id: str) -> str | Failure:
         """The node key to send for `host_id`: the stored one, or a fresh one from enrolling when
-        an enrollment secret is configured and no key for this host is stored ("" = none)."""
+        an enrollment secret or token is configured and no key for this host is stored ("" = none)."""
         key = self.outbox.node_key()
-        if self.config.enroll_secret_file is None:
+        if not self.config.enrolls:
             return key or ""
         if key and self.outbox.node_key_host() in (None, host_id):
             return key
@@ -211,14 +207,14 @@ class Runner:
     def _enroll(self, host_id: str) -> str | Failure:
         """Enroll `host_id` and keep the new key; on a refusal the key stored before (if any) is
         kept, so a refusal that an operator lifts later costs nothing ("" = no enrollment here)."""
-        assert self.config.enroll_secret_file is not None
         try:
-            secret = read_enroll_secret(self.config.enroll_secret_file)
-        except SecretFileError as exc:
+            credential = read_credential(self.config.enroll_secret_file, self.config.enroll_token_file)
+        except EnrollFileError as exc:
             return Failure(Problem.NEEDS_ENROLLMENT, str(exc))
+        assert credential is not None, "_enroll runs only with a secret or token configured"
         link = self.link
         try:
-            key = link.enroll(host_id, secret, self.stop)
+            key = link.enroll(host_id, credential, self.stop)
         except RpcFailure as failure:
             if failure.code == "UNIMPLEMENTED":
                 if not self._without_enrollment_noted:
@@ -230,16 +226,18 @@ class Runner:
                     self._without_enrollment_noted = True
                 return ""
             if failure.code == "UNAUTHENTICATED":
-                return Failure(
-                    Problem.ENROLLMENT_REFUSED,
-                    f"the collector at {link.address} refused the enrollment secret from "
-                    f"{self.config.enroll_secret_file} ({failure}): put a secret the collector accepts in that file",
-                )
+                return Failure(Problem.ENROLLMENT_REFUSED, _credential_refused(link.address, credential, failure))
             if failure.code == "PERMISSION_DENIED":
+                # The host id already holds a key (the re-enrollment rule, also for a scanner's
+                # hosts), the certificate does not name it, or the token's role is too small.
+                what = (
+                    f"this machine as host {host_id}"
+                    if credential.kind is Kind.SECRET
+                    else f"host {host_id} with {credential.describe()}"
+                )
                 return Failure(
                     Problem.IDENTITY_REFUSED,
-                    f"the collector at {link.address} refused to enroll this machine as host {host_id}: "
-                    f"{failure.details}",
+                    f"the collector at {link.address} refused to enroll {what}: {failure.details}",
                 )
             if classify_status(failure.code) is Outcome.RETRY:
                 return Failure(
@@ -269,11 +267,12 @@ class Runner:
         except RpcFailure as failure:
             outcome = classify_status(failure.code)
             if outcome is Outcome.REENROLL:
-                if self.config.enroll_secret_file is None:
+                if not self.config.enrolls:
                     return Failure(
                         Problem.NEEDS_ENROLLMENT,
                         f"the collector at {link.address} requires enrollment ({failure}): configure the enrollment "
-                        "secret (--enroll-secret-file FILE, or [enroll] secret_file)",
+                        "secret (--enroll-secret-file FILE, or [enroll] secret_file) or, for a sender of many hosts, "
+                        "a scanner token (--enroll-token-file FILE, or [enroll] token_file)",
                     )
                 if reenrolled:
                     # A key fresh from enrolling was refused too: not something to loop on.
@@ -284,7 +283,7 @@ class Runner:
                 self.outbox.clear_node_key()
                 return self.deliver(entry, reenrolled=True)
             if outcome is Outcome.IDENTITY:
-                if self.config.enroll_secret_file is not None and not reenrolled:
+                if self.config.enrolls and not reenrolled:
                     # A new key settles it when an operator allowed this host to enroll again;
                     # otherwise the enrollment's refusal says why, and the old key is kept.
                     enrolled = self._enroll(host_id)

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import grpc
 
 from rmsfleet.agent.config import SenderConfig, TlsConfig
+from rmsfleet.agent.enrollment import EnrollCredential
 from rmsfleet.v1 import inventory_pb2, inventory_pb2_grpc
 
 # How often a waiting call looks at the stop event: the bound on how long SIGTERM waits for an
@@ -47,7 +48,7 @@ class Link(Protocol):
 
     def report(self, request: inventory_pb2.ReportRequest, stop: threading.Event) -> inventory_pb2.ReportResponse: ...
 
-    def enroll(self, host_id: str, secret: str, stop: threading.Event) -> str: ...
+    def enroll(self, host_id: str, credential: EnrollCredential, stop: threading.Event) -> str: ...
 
     def explain(self, failure: RpcFailure) -> str: ...
 
@@ -132,15 +133,26 @@ class GrpcLink:
         response: inventory_pb2.ReportResponse = self._call(self._stub.Report.future, request, stop)
         return response
 
-    def enroll(self, host_id: str, secret: str, stop: threading.Event) -> str:
-        request = inventory_pb2.EnrollRequest(host_id=host_id, enroll_secret=secret)
-        response: inventory_pb2.EnrollResponse = self._call(self._stub.Enroll.future, request, stop)
+    def enroll(self, host_id: str, credential: EnrollCredential, stop: threading.Event) -> str:
+        """A node key for `host_id`: with the enrollment secret in the request, or with a scanner
+        token as `authorization: Bearer TOKEN` metadata and no secret (docs/security.md). Only
+        Enroll carries the token; reports go under each host's own node key."""
+        request = inventory_pb2.EnrollRequest(host_id=host_id, enroll_secret=credential.secret)
+        token = credential.token
+        metadata = None if token is None else (("authorization", f"Bearer {token}"),)
+        response: inventory_pb2.EnrollResponse = self._call(self._stub.Enroll.future, request, stop, metadata)
         if not response.node_key:
             raise RpcFailure("INTERNAL", "the collector answered the enrollment without a node key")
         return response.node_key
 
-    def _call(self, start: Callable[..., Any], request: Any, stop: threading.Event) -> Any:
-        future = start(request, timeout=self._deadline)
+    def _call(
+        self,
+        start: Callable[..., Any],
+        request: Any,
+        stop: threading.Event,
+        metadata: tuple[tuple[str, str], ...] | None = None,
+    ) -> Any:
+        future = start(request, timeout=self._deadline, metadata=metadata)
         done = threading.Event()
         future.add_done_callback(lambda _f: done.set())
         while not done.wait(_POLL_SECONDS):

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from rmsfleet.agent.config import AgentConfig, SenderConfig
+from rmsfleet.agent.enrollment import EnrollCredential
 from rmsfleet.agent.multihost import HostOutboxes, HostStatus, host_directory
 from rmsfleet.agent.runner import EXIT_ENROLLMENT, EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE
 from rmsfleet.agent.transport import RpcFailure
@@ -52,10 +53,10 @@ class FakeLink:
             raise RpcFailure("INVALID_ARGUMENT", "facts.hostname: not allowed here")
         return inventory_pb2.ReportResponse(applied=True, acknowledged_sequence=request.sequence)
 
-    def enroll(self, host_id: str, secret: str, stop: threading.Event) -> str:
+    def enroll(self, host_id: str, credential: EnrollCredential, stop: threading.Event) -> str:
         if self.down:
             raise UNAVAILABLE
-        if secret != "fleet-secret":
+        if credential.secret != "fleet-secret":
             raise RpcFailure("UNAUTHENTICATED", "the enrollment secret is not accepted by this collector")
         with self._lock:
             self.enrolled.append(host_id)

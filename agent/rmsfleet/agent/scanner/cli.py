@@ -31,9 +31,9 @@ from typing import TextIO
 
 from rmsfleet.agent import __version__
 from rmsfleet.agent.config import ConfigError
+from rmsfleet.agent.enrollment import EnrollFileError, read_credential
 from rmsfleet.agent.multihost import HostOutboxes
 from rmsfleet.agent.outbox import OutboxError
-from rmsfleet.agent.runner import SecretFileError, read_enroll_secret
 from rmsfleet.agent.scanner.credentials import CredentialsError, load_credentials
 from rmsfleet.agent.scanner.remote import Credentials
 from rmsfleet.agent.scanner.scan import Opener, Outcome, ScanRun, TargetResult, deliver, scan
@@ -121,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     collector.add_argument(
         "--enroll-secret-file", dest="enroll_secret_file", help="enrollment secret (RMSFLEET_ENROLL_SECRET_FILE)"
     )
+    collector.add_argument(
+        "--enroll-token-file",
+        dest="enroll_token_file",
+        help="API token with the scanner role, sent on Enroll instead of a secret (RMSFLEET_ENROLL_TOKEN_FILE)",
+    )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     return parser
 
@@ -134,6 +139,7 @@ _AGENT_FLAGS = (
     "tls.key_file",
     "tls.insecure",
     "enroll_secret_file",
+    "enroll_token_file",
 )
 
 
@@ -164,7 +170,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         credentials, source = load_credentials(config.credentials_file, env)
         _check_collector(config)
         opener = _remote_opener()
-    except (ConfigError, TargetError, CredentialsError, SecretFileError, TransportError) as exc:
+    except (ConfigError, TargetError, CredentialsError, EnrollFileError, TransportError) as exc:
         return _fail(str(exc), EXIT_CONFIG)
     log.info("logging on to %d target(s) as %s (from %s)", len(targets), _account(credentials), source)
     return _run(config, targets, credentials, opener, json_output=args.json, progress=progress)
@@ -207,8 +213,7 @@ def _check_collector(config: ScanConfig) -> None:
         raise ConfigError(
             "no collector address: pass --collector HOST:PORT, set RMSFLEET_COLLECTOR or [agent] collectors"
         )
-    if agent.enroll_secret_file is not None:
-        read_enroll_secret(agent.enroll_secret_file)
+    read_credential(agent.enroll_secret_file, agent.enroll_token_file)
     if any(not agent.tls.plaintext_to(address) for address in agent.collectors):
         read_tls_material(agent.tls)
 

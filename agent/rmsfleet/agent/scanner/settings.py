@@ -86,6 +86,7 @@ AGENT_SETTINGS_USED = frozenset(
         "tls.key_file",
         "tls.insecure",
         "enroll_secret_file",
+        "enroll_token_file",
         "outbox_max_changes",
         "windows.drms_key",
         "windows.service_location_key",

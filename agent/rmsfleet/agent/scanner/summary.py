@@ -10,9 +10,12 @@ Exit codes (docs/scanner.md):
 | 2 | bad configuration, targets file or credentials: nothing was scanned |
 | 3 | no collector reachable: the reports wait in the outboxes for the next run |
 | 4 | the collector refused a report (set aside in the target's outbox) |
-| 5 | enrollment failed (no or a refused enrollment secret) |
+| 5 | enrollment failed (no enrollment secret or token, or one the collector refuses) |
+| 6 | the collector refuses one or more host ids to this scanner (PERMISSION_DENIED: the host id holds
+      another machine's valid key, or the enrollment token's role is not scanner); reports kept |
 
-A collector problem (3, 5) outranks a refused report (4), which outranks failed targets (1).
+A collector problem (3, 5) outranks a refused host id (6), which outranks a refused report (4),
+which outranks failed targets (1).
 """
 
 from __future__ import annotations
@@ -21,8 +24,16 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from rmsfleet.agent.multihost import HostStatus
-from rmsfleet.agent.runner import EXIT_CONFIG, EXIT_ENROLLMENT, EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, Problem
+from rmsfleet.agent.multihost import HostOutcome, HostStatus
+from rmsfleet.agent.runner import (
+    EXIT_CONFIG,
+    EXIT_ENROLLMENT,
+    EXIT_IDENTITY,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_UNREACHABLE,
+    Problem,
+)
 from rmsfleet.agent.scanner.scan import Delivery, Outcome, ScanRun, TargetResult
 from rmsfleet.contract.facts import facts_to_json
 
@@ -30,6 +41,7 @@ EXIT_TARGETS_FAILED = 1
 __all__ = [
     "EXIT_CONFIG",
     "EXIT_ENROLLMENT",
+    "EXIT_IDENTITY",
     "EXIT_OK",
     "EXIT_REFUSED",
     "EXIT_TARGETS_FAILED",
@@ -83,6 +95,9 @@ def exit_code(run: ScanRun) -> int:
     drain = run.drain
     if drain is not None and drain.failure is not None:
         return EXIT_ENROLLMENT if drain.failure.problem is not Problem.UNREACHABLE else EXIT_UNREACHABLE
+    if drain is not None and _identity_refusals(run):
+        # Not "unreachable" (3): the collector answered, and an operator must settle it.
+        return EXIT_IDENTITY
     if drain is not None and any(outcome.status is HostStatus.REFUSED for outcome in drain.outcomes):
         return EXIT_REFUSED
     if any(result.delivery is Delivery.QUEUED for result in run.results):
@@ -90,6 +105,13 @@ def exit_code(run: ScanRun) -> int:
     if run.stopped or any(result.outcome.is_failure for result in run.results):
         return EXIT_TARGETS_FAILED
     return EXIT_OK
+
+
+def _identity_refusals(run: ScanRun) -> list[HostOutcome]:
+    """The hosts whose id the collector refused to this scanner in the drain (PERMISSION_DENIED)."""
+    if run.drain is None:
+        return []
+    return [outcome for outcome in run.drain.outcomes if outcome.status is HostStatus.IDENTITY]
 
 
 def render_summary(run: ScanRun, seconds: float) -> str:
@@ -119,6 +141,12 @@ def render_summary(run: ScanRun, seconds: float) -> str:
             lines.append(f"collector: also sent {earlier} report(s) an earlier run had left")
         if run.drain.failure is not None:
             lines.append(f"collector: {run.drain.failure.message}")
+        refused = _identity_refusals(run)
+        if refused:
+            lines.append(
+                f"collector: refuses {len(refused)} host id(s) to this scanner, their reports are kept: "
+                f"{refused[0].message}"
+            )
     if run.outbox_error is not None:
         lines.append(f"outbox: {run.outbox_error}")
     return "\n".join(lines) + "\n"
