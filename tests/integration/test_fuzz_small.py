@@ -32,3 +32,17 @@ def test_a_few_thousand_fuzzed_calls_find_nothing(db_url: str, tmp_path: Path) -
         sum(n for code, n in findings.codes.items() if code.split()[0] in ADMIN_ACTIONS and code.endswith(" OK")) > 20
     )
     assert findings.codes["AddExemption UNAUTHENTICATED"] > 0
+
+
+def test_a_crash_in_the_log_is_a_finding_but_a_fuzzed_value_that_says_traceback_is_not() -> None:
+    """Hypothesis mines string constants from the fuzzer's own source, so a fuzzed token name
+    can be "Traceback": the refusal that names it is no crash (a 90,000-input run reported one)."""
+    from bench.fuzz_collector import CRASH_SIGNS
+
+    refusal = "2026-12-02 08:02:42,440 WARNING rmsfleet.collector.admin_servicer: no token named Traceback\n"
+    assert not any(sign.search(refusal) for sign in CRASH_SIGNS)
+    for crash in (
+        refusal + 'Traceback (most recent call last):\n  File "x.py", line 1\n',
+        refusal + "2026-12-02 08:02:43,001 ERROR grpc._server: Exception calling application: boom\n",
+    ):
+        assert any(sign.search(crash) for sign in CRASH_SIGNS)
