@@ -63,6 +63,10 @@ class HostRow(FactColumns, Base):
         Index("ix_hosts_client_cluster", "client_cluster"),
         Index("ix_hosts_forest", "forest"),
         Index("ix_hosts_last_seen", "last_seen"),
+        # Migration 0006: the incremental pass's per-cluster counts (store/server_summary_sql.py).
+        Index("ix_hosts_forest_server_version", "forest", "server_version"),
+        Index("ix_hosts_server_root_cluster", "server_root_cluster"),
+        Index("ix_hosts_client_cluster_client_version", "client_cluster", "client_version"),
     )
 
 
