@@ -24,7 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from rmsfleet.collector.clock import Clock
-from rmsfleet.collector.domain.model import Finding, PolicyConfig, SubjectKind
+from rmsfleet.collector.domain.model import Finding, PolicyConfig, SubjectKind, Version
 from rmsfleet.collector.domain.policies import (
     Exemption,
     PolicyContext,
@@ -34,6 +34,7 @@ from rmsfleet.collector.domain.policies import (
     evaluate_all,
     policy_ids,
 )
+from rmsfleet.collector.domain.server_rules import ServerPass, evaluate_servers, newer_versions, server_counts
 from rmsfleet.collector.leadership import EvaluationLeadership
 from rmsfleet.collector.liveness import DEFAULT_STALL_AFTER, LoopProgress, one_line
 from rmsfleet.collector.metrics import AggregatesHolder, CollectorMetrics
@@ -57,11 +58,28 @@ from rmsfleet.collector.store.evaluation_sql import (
     write_violations,
 )
 from rmsfleet.collector.store.rows import UnreadableRow, utc
+from rmsfleet.collector.store.server_summary_sql import SqlServerSource, touched_by
 from rmsfleet.collector.watermark import EvaluationWatermark
 
 log = logging.getLogger(__name__)
 
 SubjectKey = tuple[str, str, str]
+
+
+def _open_server_violations(session: Session, result: ServerPass) -> list[OpenViolation]:
+    """The open violations of the cluster and forest rules for the subjects `result` evaluated."""
+    wanted = (
+        (("mixed-version-cluster", "licensing-ahead-of-root"), SubjectKind.CLUSTER, result.clusters),
+        (("mixed-versions-in-forest",), SubjectKind.FOREST, result.forests),
+        (("client-cannot-publish-online",), SubjectKind.HOST, result.hosts),
+    )
+    found: list[OpenViolation] = []
+    for policies, kind, subjects in wanted:
+        ordered = sorted(subjects)
+        for start in range(0, len(ordered), _CHUNK):
+            chunk = ordered[start : start + _CHUNK]
+            found += [v for v in open_violations(session, policies, chunk) if v.subject_kind == kind.value]
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +182,12 @@ class Evaluator:
         self._dirty = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="evaluator", daemon=True)
+        # Each cluster's SP1-or-later server versions as the last committed pass saw them: an
+        # incremental pass re-evaluates a cluster's RTM clients only when they moved (D14).
+        # Complete after a full pass; forgotten whenever another replica may have evaluated.
+        self._newer: dict[str, frozenset[Version]] = {}
+        self._newer_complete = False
+        self._newer_term = 0
         # Hosts whose unreadable row was logged already: logged again only once readable between.
         self._unreadable_logged: set[str] = set()
         self.progress = LoopProgress("evaluator", stall_after)
@@ -276,9 +300,15 @@ class Evaluator:
         started = time.perf_counter()
         changes: ViolationChanges | None = None
         unreadable: list[UnreadableRow] = []
+        newer: dict[str, frozenset[Version]] | None = None
+        term = 0 if self._leadership is None else self._leadership.terms
+        if term != self._newer_term:
+            self._forget_newer()  # led again: another replica may have evaluated between
+            self._newer_term = term
         try:
             with self._sessions.begin() as session:
                 if not try_evaluation_lock(session):
+                    self._forget_newer()  # another replica may evaluate meanwhile
                     return None
                 if feed is not None:
                     consumed = consume_changes(session, feed.limit)
@@ -294,14 +324,21 @@ class Evaluator:
                     for e in active_exemptions(session, now)
                 ]
                 if host_ids is None:
-                    findings = evaluate_all(load_fleet(session, unreadable=unreadable), ctx)
+                    fleet = load_fleet(session, unreadable=unreadable)
+                    findings = evaluate_all(fleet, ctx)
                     current = open_violations(session)
+                    newer = newer_versions(server_counts(fleet.hosts))
                 else:
                     findings, current = [], []
                     if servers_touched:
-                        servers = load_fleet(session, servers_only=True, unreadable=unreadable)
-                        findings = evaluate_all(servers, ctx, frozenset({Scope.SERVERS}))
-                        current = open_violations(session, policy_ids(Scope.SERVERS))
+                        # The cluster and forest rules over per-cluster counts of the clusters
+                        # and forests the changed hosts are or were in (domain/server_rules.py).
+                        result = evaluate_servers(
+                            touched_by(session, host_ids), SqlServerSource(session), self._previous_newer, ctx
+                        )
+                        findings = list(result.findings)
+                        current = _open_server_violations(session, result)
+                        newer = result.newer
                     # The time rules are per host (stale-agent): for the hosts that just reported
                     # they run here too, so a host back from being stale resolves at once.
                     scopes = frozenset({Scope.HOST, Scope.TIME})
@@ -318,6 +355,7 @@ class Evaluator:
                 current = [
                     v for v in current if not (v.subject_kind == SubjectKind.HOST.value and v.subject in left_out)
                 ]
+                findings = [f for f in findings if not (f.subject_kind is SubjectKind.HOST and f.subject in left_out)]
                 # An exempted subject is not in violation: its open violation resolves.
                 plan = reconcile(current, apply_exemptions(findings, exemptions, now), ctx)
                 changes = write_violations(session, plan.opened, plan.updated, plan.resolved, now)
@@ -329,6 +367,11 @@ class Evaluator:
             self._metrics.loop_errors.labels(loop="evaluator").inc()
             log.error("%s evaluation failed with an unexpected error: %s", kind, one_line(exc))
             return None
+        # Committed: the stored client-cannot-publish-online violations now follow these versions.
+        if host_ids is None:
+            self._newer, self._newer_complete = dict(newer or {}), True
+        elif newer:
+            self._newer.update(newer)
         self._metrics.evaluation_duration.labels(kind=kind).observe(time.perf_counter() - started)
         self._metrics.evaluation_last_success.set(now.timestamp())
         self._last_pass_at = now
@@ -341,6 +384,18 @@ class Evaluator:
                 changes.resolved,
             )
         return changes
+
+    def _previous_newer(self, cluster: str) -> frozenset[Version] | None:
+        """The SP1-or-later versions of `cluster` that its RTM clients' stored violations were
+        evaluated with (D14), None when not known (no committed pass of this process's current
+        leadership has evaluated them)."""
+        known = self._newer.get(cluster)
+        if known is not None:
+            return known
+        return frozenset() if self._newer_complete else None
+
+    def _forget_newer(self) -> None:
+        self._newer, self._newer_complete = {}, False
 
     def _left_out(self, unreadable: Sequence[UnreadableRow], kind: str) -> set[str]:
         """Log the hosts a pass left out (each once while it stays unreadable, not every pass); a

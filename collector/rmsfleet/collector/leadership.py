@@ -39,6 +39,9 @@ class EvaluationLeadership:
         self._monotonic = monotonic
         self._connection: Connection | None = None
         self._next_check = 0.0
+        # How many times this replica took the leadership: the evaluator forgets what it
+        # remembers of its passes when this moves (another replica evaluated between).
+        self.terms = 0
 
     @property
     def held(self) -> bool:
@@ -77,6 +80,7 @@ class EvaluationLeadership:
             connection.close()  # it holds nothing: back to the pool
             return
         self._connection = connection
+        self.terms += 1
         log.info("this replica now evaluates: it holds the evaluation leadership lock")
 
     def _still_held(self, connection: Connection) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -99,19 +99,24 @@ def mixed_version_cluster(fleet: Fleet, ctx: PolicyContext) -> list[Finding]:
         if server is not None:
             versions[server.cluster].add(server.version)
     return [
-        Finding(
-            policy="mixed-version-cluster",
-            subject_kind=SubjectKind.CLUSTER,
-            subject=cluster,
-            severity=Severity.WARNING,
-            detail=(
-                f"Cluster {cluster} runs server versions {_versions_text(_known(found))}; finish the rolling "
-                "upgrade so every server runs the same version (D5, D8)."
-            ),
-        )
+        mixed_cluster_finding(cluster, _known(found))
         for cluster, found in sorted(versions.items())
         if len(_known(found)) > 1
     ]
+
+
+def mixed_cluster_finding(cluster: str, known: Iterable[Version]) -> Finding:
+    """mixed-version-cluster's finding for `cluster`, whose servers run the `known` versions."""
+    return Finding(
+        policy="mixed-version-cluster",
+        subject_kind=SubjectKind.CLUSTER,
+        subject=cluster,
+        severity=Severity.WARNING,
+        detail=(
+            f"Cluster {cluster} runs server versions {_versions_text(known)}; finish the rolling "
+            "upgrade so every server runs the same version (D5, D8)."
+        ),
+    )
 
 
 def mixed_versions_in_forest(fleet: Fleet, ctx: PolicyContext) -> list[Finding]:
@@ -126,27 +131,27 @@ def mixed_versions_in_forest(fleet: Fleet, ctx: PolicyContext) -> list[Finding]:
         server = host.facts.server
         if server is not None and server.version.rank is not None:
             clusters[host.facts.forest][server.version].add(server.cluster)
-    findings: list[Finding] = []
-    for forest, by_version in sorted(clusters.items()):
-        if len(by_version) < 2:
-            continue
-        parts = "; ".join(
-            f"{version.value} in {', '.join(sorted(urls))}"
-            for version, urls in sorted(by_version.items(), key=lambda item: item[0].rank or 0)
-        )
-        findings.append(
-            Finding(
-                policy="mixed-versions-in-forest",
-                subject_kind=SubjectKind.FOREST,
-                subject=forest,
-                severity=Severity.WARNING,
-                detail=(
-                    f"Forest {forest} runs RMS servers of different versions ({parts}), which interoperate only "
-                    "across forests; upgrade the remaining servers, root certification clusters first (D8, D6)."
-                ),
-            )
-        )
-    return findings
+    return [
+        forest_finding(forest, by_version) for forest, by_version in sorted(clusters.items()) if len(by_version) > 1
+    ]
+
+
+def forest_finding(forest: str, by_version: Mapping[Version, Iterable[str]]) -> Finding:
+    """mixed-versions-in-forest's finding for `forest`: the clusters running each known version."""
+    parts = "; ".join(
+        f"{version.value} in {', '.join(sorted(urls))}"
+        for version, urls in sorted(by_version.items(), key=lambda item: item[0].rank or 0)
+    )
+    return Finding(
+        policy="mixed-versions-in-forest",
+        subject_kind=SubjectKind.FOREST,
+        subject=forest,
+        severity=Severity.WARNING,
+        detail=(
+            f"Forest {forest} runs RMS servers of different versions ({parts}), which interoperate only "
+            "across forests; upgrade the remaining servers, root certification clusters first (D8, D6)."
+        ),
+    )
 
 
 def licensing_ahead_of_root(fleet: Fleet, ctx: PolicyContext) -> list[Finding]:
@@ -170,20 +175,23 @@ def licensing_ahead_of_root(fleet: Fleet, ctx: PolicyContext) -> list[Finding]:
         oldest_root = min(_known(_server_versions(root.servers)), key=_rank, default=None)
         if newest is None or oldest_root is None or _rank(newest) <= _rank(oldest_root):
             continue
-        findings.append(
-            Finding(
-                policy="licensing-ahead-of-root",
-                subject_kind=SubjectKind.CLUSTER,
-                subject=url,
-                severity=Severity.CRITICAL,
-                detail=(
-                    f"Licensing cluster {url} runs server {newest.value} while its root certification cluster "
-                    f"{root.url} still has a server at {oldest_root.value}; upgrade every server of the root to "
-                    f"{newest.value} or later before this cluster goes further (D6)."
-                ),
-            )
-        )
+        findings.append(licensing_finding(url, newest, root.url, oldest_root))
     return findings
+
+
+def licensing_finding(url: str, newest: Version, root: str, oldest_root: Version) -> Finding:
+    """licensing-ahead-of-root's finding for licensing cluster `url` ahead of its `root`."""
+    return Finding(
+        policy="licensing-ahead-of-root",
+        subject_kind=SubjectKind.CLUSTER,
+        subject=url,
+        severity=Severity.CRITICAL,
+        detail=(
+            f"Licensing cluster {url} runs server {newest.value} while its root certification cluster "
+            f"{root} still has a server at {oldest_root.value}; upgrade every server of the root to "
+            f"{newest.value} or later before this cluster goes further (D6)."
+        ),
+    )
 
 
 def unsupported_upgrade_path(fleet: Fleet, ctx: PolicyContext) -> list[Finding]:
@@ -333,20 +341,24 @@ def client_cannot_publish_online(fleet: Fleet, ctx: PolicyContext) -> list[Findi
         versions = newer.get(client.cluster)
         if not versions:
             continue
-        findings.append(
-            Finding(
-                policy="client-cannot-publish-online",
-                subject_kind=SubjectKind.HOST,
-                subject=host.facts.host_id,
-                severity=Severity.WARNING,
-                detail=(
-                    f"Host {host.facts.host_id} runs the RMS RTM client against cluster {client.cluster}, which has "
-                    f"servers at {_versions_text(versions)}; an RTM client cannot use online publishing against "
-                    "an SP1 or later server, so upgrade the client straight to SP2 (D14, D2)."
-                ),
-            )
-        )
+        findings.append(publish_finding(host.facts.host_id, client.cluster, versions))
     return findings
+
+
+def publish_finding(host_id: str, cluster: str, versions: Iterable[Version]) -> Finding:
+    """client-cannot-publish-online's finding for an RTM client of `cluster`, whose servers run
+    the SP1 or later `versions`."""
+    return Finding(
+        policy="client-cannot-publish-online",
+        subject_kind=SubjectKind.HOST,
+        subject=host_id,
+        severity=Severity.WARNING,
+        detail=(
+            f"Host {host_id} runs the RMS RTM client against cluster {cluster}, which has "
+            f"servers at {_versions_text(versions)}; an RTM client cannot use online publishing against "
+            "an SP1 or later server, so upgrade the client straight to SP2 (D14, D2)."
+        ),
+    )
 
 
 def stale_agent(fleet: Fleet, ctx: PolicyContext) -> list[Finding]:

@@ -3,8 +3,8 @@ that changes whenever those facts may have (the plan cache keys on it).
 
 Measured at 100,000 hosts on PostgreSQL (docs/benchmarks.md): the evaluator's load_fleet spends
 most of its time building rows and datetimes the planner never reads; this reads the fact
-columns only, filters the forest in SQL (ix_hosts_forest), and streams the rows in chunks so the
-driver's result buffer and the built facts are never both whole in memory."""
+columns only, filters the forest in SQL (ix_hosts_forest_server_version), and streams the rows
+in chunks so the driver's result buffer and the built facts are never both whole in memory."""
 
 from __future__ import annotations
 
