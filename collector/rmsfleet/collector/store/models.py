@@ -62,7 +62,7 @@ class HostRow(FactColumns, Base):
         Index("ix_hosts_server_cluster", "server_cluster"),
         Index("ix_hosts_client_cluster", "client_cluster"),
         Index("ix_hosts_last_seen", "last_seen"),
-        # Migration 0006: the incremental pass's per-cluster counts (store/server_summary_sql.py);
+        # Migration 0007: the incremental pass's per-cluster counts (store/server_summary_sql.py);
         # the first replaces ix_hosts_forest, whose queries its prefix serves.
         Index("ix_hosts_forest_server_version", "forest", "server_version"),
         Index("ix_hosts_server_root_cluster", "server_root_cluster"),

@@ -1,6 +1,6 @@
 """What an incremental pass reads for the cluster and forest rules (domain/server_rules.py):
 per-cluster version counts from GROUP BY queries over indexed columns, only for the clusters
-and forests the changed hosts are or were in, instead of every server row (migration 0006 adds
+and forests the changed hosts are or were in, instead of every server row (migration 0007 adds
 the indexes these queries use)."""
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ Collectors of the previous release keep working during a rolling upgrade. On Pos
 CREATE INDEX blocks writes to `hosts` while it builds (longer the larger the fleet); run it when
 a short pause of ingest is acceptable.
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-02 08:00:00.000000
 """
 
@@ -27,8 +27,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0006"
-down_revision: str | None = "0005"
+revision: str = "0007"
+down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
