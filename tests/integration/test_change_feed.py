@@ -131,7 +131,10 @@ def test_passes_consume_the_feed_in_bounded_takes_and_the_watermark_follows(
         # the two oldest rows are consumed and evaluated, the rest wait; so does the batch
         assert feed_hosts(sessions) == ["ws2", "ws3", "ws4"]
         assert open_subjects(sessions) == ["ws0", "ws1"]
-        assert replica.evaluator.watermark.snapshot().pending == 5
+        # A batch is covered only once all its rows are consumed. The writer may have committed
+        # the five reports as one batch or several (a loaded machine splits them), so ws0 alone
+        # may be covered already; the reports of ws2-ws4 are pending whatever the split.
+        assert 3 <= replica.evaluator.watermark.snapshot().pending <= 5
         with sessions() as session:
             assert feed_backlog(session, 1000).rows == 3
             assert feed_backlog(session, 2).rows == 2  # counted up to the bound
