@@ -197,7 +197,7 @@ def test_killing_the_evaluating_replica_loses_duplicates_and_reopens_nothing(
 
         # Both survivors read the same violations, and each waits for its own reports.
         for replica in survivors:
-            listed = replica.cli_json("violations", "--policy", POLICY, "--wait-for-evaluation", "--wait-timeout", "60")
+            listed = replica.cli_json("violations", "--policy", POLICY, "--wait-for-evaluation", "--wait-timeout", "30")
             assert sorted(v["subject"] for v in listed) == sorted(violating_after)
     finally:
         for replica in replicas:

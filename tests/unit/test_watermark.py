@@ -141,3 +141,22 @@ def test_heartbeats_behind_nothing_are_covered_at_once_and_a_change_without_feed
     assert watermark.snapshot().pending == 1
     watermark.covered(through, T0)
     assert watermark.snapshot().pending == 0
+
+
+def test_a_heartbeat_committed_after_the_feed_was_read_goes_with_the_batch_before_it() -> None:
+    """A replica that does not evaluate looks at the feed only while a batch that wrote to it
+    waits; a heartbeat batch left behind once that batch was covered made every later
+    --wait-for-evaluation on that replica hang (seen with three replicas and a SIGKILL)."""
+    watermark = EvaluationWatermark(Clock())
+    read_after = watermark.committed(2, feed_id=10)
+    watermark.committed(1, feed_id=None, changed=False)  # committed after the feed was read
+    watermark.covered_by_feed(read_after, lowest_pending=None, pass_at=T0)
+    mark = watermark.snapshot()
+    assert (mark.reports_evaluated, mark.pending) == (3, 0)
+    assert watermark.wait_for_committed(0.0)[0]
+
+    # The same behind a batch a full pass covers.
+    through = watermark.committed(1)
+    watermark.committed(2, feed_id=None, changed=False)
+    watermark.covered(through, T0)
+    assert watermark.snapshot().pending == 0

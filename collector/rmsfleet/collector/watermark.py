@@ -114,8 +114,9 @@ class EvaluationWatermark:
         with self._changed:
             if through > self._evaluated:
                 self._evaluated = min(through, self._committed)
-            while self._pending and self._pending[0][0] <= self._evaluated:
-                self._pending.popleft()
+            # Batches that wrote no feed rows go with the batches before them (_feed_covers).
+            while self._pending and (self._pending[0][0] <= self._evaluated or self._pending[0][2] is None):
+                self._evaluated = max(self._evaluated, self._pending.popleft()[0])
             if pass_at is not None and (self._evaluated_at is None or pass_at > self._evaluated_at):
                 self._evaluated_at = pass_at
             self._changed.notify_all()
@@ -144,6 +145,12 @@ class EvaluationWatermark:
 
 def _feed_covers(batch: tuple[int, datetime, int | None], through: int, lowest_pending: int | None) -> bool:
     count, _at, feed_id = batch
+    if feed_id is None:
+        # It changed nothing a rule reads and waited only for the batches before it, so it is
+        # covered with them, even when it committed after `through`: nothing else would ever
+        # cover it (a replica that does not evaluate looks at the feed only for batches that
+        # wrote to it), and a wait on it hung until the next full pass.
+        return True
     if count > through or feed_id == _BY_A_PASS:
         return False
-    return feed_id is None or lowest_pending is None or feed_id < lowest_pending
+    return lowest_pending is None or feed_id < lowest_pending
