@@ -143,8 +143,9 @@ def report(
     )
 
 
-# Generous on purpose (a loaded shared CI machine is slow to start processes); a passing test
-# never waits it out.
+# How long a test waits for something that is bound to happen (here and in tests/e2e). Generous
+# on purpose: on a shared 2-core CI machine under load, starting a Python process alone has taken
+# over 20 s, and a passing test never waits it out (every wait returns once its condition holds).
 SETTLE_TIMEOUT = 90.0
 
 

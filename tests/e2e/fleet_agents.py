@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy
-from processes import SETTLE_TIMEOUT, command, wait_for
+from live_collector import SETTLE_TIMEOUT
+from processes import command, wait_for
 
 FOREST = "corp.example"
 COMPLIANT_CLIENT: dict[str, Any] = {"version": "SP2", "activation": "self", "cluster": None}

@@ -19,17 +19,12 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from live_collector import SETTLE_TIMEOUT
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]
 FLEET = ROOT / "examples" / "fleet"
 READY = re.compile(r"gRPC on \S+ \(port (\d+)\), metrics on (https?)://([\d.]+):(\d+)/metrics")
-
-
-# How long a test waits for something that is bound to happen. Generous on purpose: on a shared
-# 2-core CI machine under load, starting a Python process alone has taken over 20 s, and a passing
-# test never waits it out (every wait returns as soon as its condition holds).
-SETTLE_TIMEOUT = 90.0
 
 
 def command(name: str) -> str:
