@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from prometheus_client import CollectorRegistry
-from sqlalchemy import select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from rmsfleet.collector.domain.model import Finding, PolicyConfig
@@ -25,7 +25,7 @@ from rmsfleet.collector.reports import IncomingReport
 from rmsfleet.collector.store.database import create_db_engine, upgrade_to_head
 from rmsfleet.collector.store.evaluation_sql import load_fleet
 from rmsfleet.collector.store.evaluation_sql import open_violations as stored_violations
-from rmsfleet.collector.store.models import ChangeFeedRow, ViolationRow
+from rmsfleet.collector.store.models import ChangeFeedRow, HostRow, ViolationRow
 from rmsfleet.contract.facts import (
     Activation,
     ClientFacts,
@@ -69,11 +69,17 @@ def random_facts(rng: random.Random, host_id: str) -> HostFacts:
 class Replica:
     """A collector's writer and evaluator (the loop not started: the test runs the passes)."""
 
-    def __init__(self, sessions: sessionmaker[Session], feed_batch: int) -> None:
+    def __init__(self, sessions: sessionmaker[Session], feed_batch: int, full_pass_range: int = 5000) -> None:
         self.sequence = 0
         metrics = CollectorMetrics(CollectorRegistry(), "test")
         self.evaluator = Evaluator(
-            sessions, PolicyConfig(), lambda: T0, metrics, AggregatesHolder(), feed_batch=feed_batch
+            sessions,
+            PolicyConfig(),
+            lambda: T0,
+            metrics,
+            AggregatesHolder(),
+            feed_batch=feed_batch,
+            full_pass_range=full_pass_range,
         )
         self.writer = GroupCommitWriter(
             sessions, metrics, self.evaluator.on_committed, record_changes=self.evaluator.record_changes
@@ -157,5 +163,60 @@ def test_incremental_passes_leave_what_a_full_pass_finds(
         full = replica.evaluator.evaluate_once()
         assert full is not None
         assert (full.opened, full.updated, full.resolved) == (0, 0, 0)
+    finally:
+        replica.writer.stop()
+
+
+def test_a_full_pass_range_by_range_leaves_what_evaluate_all_finds(sessions: sessionmaker[Session]) -> None:
+    """A full pass walks the fleet in ranges of host ids (7 here, 5000 by default), each in its
+    own transaction: afterwards the stored violations are exactly evaluate_all's over the whole
+    fleet, including for hosts deleted or gone stale since the last pass."""
+    rng = random.Random(7)
+    replica = Replica(sessions, feed_batch=7, full_pass_range=7)
+    try:
+        fleet = {f"h{i:03d}": random_facts(rng, f"h{i:03d}") for i in range(60)}
+        replica.report(list(fleet.values()))
+        first = replica.evaluator.evaluate_once()
+        assert first is not None and first.opened > 0
+        assert full_pass_plan(sessions) == ([], [], [])
+
+        # Between passes: hosts change, some hosts leave the database, some go silent.
+        changed = rng.sample(sorted(fleet), 15)
+        for host_id in changed:
+            fleet[host_id] = random_facts(rng, host_id)
+        replica.report([fleet[h] for h in changed])
+        with sessions.begin() as session:
+            deleted = sorted(
+                session.scalars(select(ViolationRow.subject).where(ViolationRow.subject_kind == "host").distinct())
+            )[:3]
+            session.execute(delete(HostRow).where(HostRow.host_id.in_(deleted)))
+            silent = [h for h in ("h001", "h002", "h030", "h059") if h not in deleted][:3]
+            session.execute(update(HostRow).where(HostRow.host_id.in_(silent)).values(last_seen=T0 - timedelta(days=3)))
+        assert full_pass_plan(sessions) != ([], [], [])  # the test can fail
+
+        second = replica.evaluator.evaluate_once()
+        assert second is not None
+        assert full_pass_plan(sessions) == ([], [], [])
+        stale = {v[2] for v in open_violations(sessions) if v[0] == "stale-agent"}
+        assert stale == set(silent)
+        assert not {v[2] for v in open_violations(sessions)} & set(deleted)
+    finally:
+        replica.writer.stop()
+
+
+def test_a_full_pass_evaluates_the_feed_between_its_ranges(sessions: sessionmaker[Session]) -> None:
+    """Changes committed while a full pass runs do not wait for its end: between two ranges the
+    pass evaluates what the feed holds, so the feed is empty when the pass ends."""
+    rng = random.Random(11)
+    replica = Replica(sessions, feed_batch=500, full_pass_range=7)
+    try:
+        fleet = {f"h{i:03d}": random_facts(rng, f"h{i:03d}") for i in range(40)}
+        replica.report(list(fleet.values()))  # the writer wakes the loop: its rows wait in the feed
+        with sessions() as session:
+            assert session.scalar(select(func.count()).select_from(ChangeFeedRow)) == 40
+        assert replica.evaluator.evaluate_once() is not None
+        with sessions() as session:
+            assert session.scalar(select(func.count()).select_from(ChangeFeedRow)) == 0
+        assert full_pass_plan(sessions) == ([], [], [])
     finally:
         replica.writer.stop()

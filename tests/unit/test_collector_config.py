@@ -51,6 +51,9 @@ def test_flags_win_over_the_environment_which_wins_over_defaults() -> None:
     )
     from_flags = config("--db", "sqlite:///flag.db", "--workers", "4", env=env)
     assert (from_flags.db_url, from_flags.workers) == ("sqlite:///flag.db", 4)
+    assert config().full_pass_range == 5000
+    assert config(env={"RMSFLEET_FULL_PASS_RANGE": "200"}).full_pass_range == 200
+    assert config("--full-pass-range", "50", env={"RMSFLEET_FULL_PASS_RANGE": "200"}).full_pass_range == 50
 
 
 def test_one_database_url_resolution_for_every_command() -> None:
@@ -67,6 +70,11 @@ def test_one_database_url_resolution_for_every_command() -> None:
     [
         ([], {"RMSFLEET_WORKERS": "many"}, "--workers (RMSFLEET_WORKERS): expected a number, got 'many'"),
         ([], {"RMSFLEET_STALE_AFTER": "-5"}, "--stale-after (RMSFLEET_STALE_AFTER): expected a number > 0, got '-5'"),
+        (
+            ["--full-pass-range", "0"],
+            {},
+            "--full-pass-range (RMSFLEET_FULL_PASS_RANGE): expected a number > 0, got '0'",
+        ),
         (
             ["--disable-policy", "no-such"],
             {},

@@ -34,6 +34,8 @@ class ServeConfig:
     refresh_interval: float = 5.0
     # Time-based rules (stale agents, grace periods) and anything an incremental pass cannot see.
     full_pass_interval: float = 60.0
+    # Hosts per step of a full pass, each step its own transaction (evaluator.FULL_PASS_RANGE).
+    full_pass_range: int = 5000
     grace_seconds: float = 10.0
     # D5: the share of a cluster's servers the planner takes down in one wave.
     plan_max_unavailable: float = 0.34
@@ -150,6 +152,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         help="seconds between full evaluation passes, for the time-based rules (stale agents, grace periods); "
         "changed hosts are evaluated as their reports arrive (RMSFLEET_FULL_PASS_INTERVAL; default 60)",
+    )
+    parser.add_argument(
+        "--full-pass-range",
+        type=int,
+        help="hosts per step of a full pass, each step a transaction of its own: bounds what a full pass "
+        "holds in memory and how long changes wait behind it (RMSFLEET_FULL_PASS_RANGE; default 5000)",
     )
     parser.add_argument(
         "--stale-after",
@@ -289,6 +297,14 @@ def serve_config(args: argparse.Namespace, environ: Mapping[str, str]) -> ServeC
         ),
         full_pass_interval=number(
             args.full_pass_interval, "RMSFLEET_FULL_PASS_INTERVAL", defaults.full_pass_interval, "--full-pass-interval"
+        ),
+        full_pass_range=int(
+            number(
+                getattr(args, "full_pass_range", None),
+                "RMSFLEET_FULL_PASS_RANGE",
+                defaults.full_pass_range,
+                "--full-pass-range",
+            )
         ),
         policy=PolicyConfig(
             stale_after=timedelta(

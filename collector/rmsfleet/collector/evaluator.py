@@ -34,7 +34,15 @@ from rmsfleet.collector.domain.policies import (
     evaluate_all,
     policy_ids,
 )
-from rmsfleet.collector.domain.server_rules import ServerPass, evaluate_servers, newer_versions, server_counts
+from rmsfleet.collector.domain.server_rules import (
+    ServerPass,
+    client_findings,
+    cluster_findings,
+    evaluate_servers,
+    forest_findings,
+    newer_versions,
+    rtm_clients,
+)
 from rmsfleet.collector.leadership import EvaluationLeadership
 from rmsfleet.collector.liveness import DEFAULT_STALL_AFTER, LoopProgress, one_line
 from rmsfleet.collector.metrics import AggregatesHolder, CollectorMetrics
@@ -53,6 +61,7 @@ from rmsfleet.collector.store.evaluation_sql import (
     ViolationChanges,
     active_exemptions,
     load_fleet,
+    next_host_range,
     open_violations,
     try_evaluation_lock,
     write_violations,
@@ -119,6 +128,14 @@ _CHUNK = 500
 FEED_BATCH = 5000
 # The feed backlog is counted up to this many rows (docs/metrics.md).
 BACKLOG_COUNT_BOUND = 1_000_000
+# Hosts per step of a full pass, each step in a transaction of its own: what a full pass holds in
+# memory at once, and how long it keeps the change feed waiting (bench/full_pass_bench.py).
+FULL_PASS_RANGE = 5000
+_HOST_AND_TIME = frozenset({Scope.HOST, Scope.TIME})
+
+
+def _added(total: ViolationChanges, more: ViolationChanges) -> ViolationChanges:
+    return ViolationChanges(total.opened + more.opened, total.updated + more.updated, total.resolved + more.resolved)
 
 
 @dataclass
@@ -158,6 +175,7 @@ class Evaluator:
         leadership: EvaluationLeadership | None = None,
         feed_poll: float = 1.0,
         feed_batch: int = FEED_BATCH,
+        full_pass_range: int = FULL_PASS_RANGE,
     ) -> None:
         self._sessions = sessions
         self._config = policy_config
@@ -170,6 +188,7 @@ class Evaluator:
         self._leadership = leadership
         self._feed_poll = feed_poll
         self._feed_batch = feed_batch
+        self._full_pass_range = full_pass_range
         self.watermark = watermark if watermark is not None else EvaluationWatermark(clock)
         self.backlog = FeedBacklog(0, None)
         # Other processes write the feed only on PostgreSQL: SQLite's one process is woken by
@@ -239,7 +258,7 @@ class Evaluator:
         does not lead, or another holds the pass lock)."""
         leading = self._leadership is None or self._leadership.leads()
         through = self.watermark.snapshot().reports_committed
-        changes = self._evaluate(None) if leading else None
+        changes = self._full_pass() if leading else None
         self.refresh_aggregates(self._clock())
         if changes is not None:
             self.watermark.covered(through, self._last_pass_at)
@@ -292,19 +311,15 @@ class Evaluator:
     def _evaluate(
         self, host_ids: Collection[str] | None, servers_touched: bool = True, feed: _FeedTake | None = None
     ) -> ViolationChanges | None:
-        """A pass under the evaluation lock: over `host_ids`, over the rows `feed` takes from the
-        change feed in the pass's own transaction, or (neither) over every host."""
+        """An incremental pass under the evaluation lock: over `host_ids`, or over the rows `feed`
+        takes from the change feed in the pass's own transaction."""
         now = self._clock()
         ctx = PolicyContext(now=now, config=self._config)
-        kind = "full" if host_ids is None and feed is None else "incremental"
         started = time.perf_counter()
         changes: ViolationChanges | None = None
         unreadable: list[UnreadableRow] = []
         newer: dict[str, frozenset[Version]] | None = None
-        term = 0 if self._leadership is None else self._leadership.terms
-        if term != self._newer_term:
-            self._forget_newer()  # led again: another replica may have evaluated between
-            self._newer_term = term
+        self._check_term()
         try:
             with self._sessions.begin() as session:
                 if not try_evaluation_lock(session):
@@ -317,61 +332,155 @@ class Evaluator:
                     if not consumed.rows:
                         return ViolationChanges(0, 0, 0)  # nothing to do: not a pass
                     host_ids, servers_touched = consumed.host_ids, consumed.servers_touched
-                exemptions = [
-                    Exemption(
-                        e.policy, SubjectKind(e.subject_kind), e.subject, e.reason, e.expires_at and utc(e.expires_at)
+                assert host_ids is not None
+                findings: list[Finding] = []
+                current: list[OpenViolation] = []
+                if servers_touched:
+                    # The cluster and forest rules over per-cluster counts of the clusters and
+                    # forests the changed hosts are or were in (domain/server_rules.py).
+                    result = evaluate_servers(
+                        touched_by(session, host_ids), SqlServerSource(session), self._previous_newer, ctx
                     )
-                    for e in active_exemptions(session, now)
-                ]
-                if host_ids is None:
-                    fleet = load_fleet(session, unreadable=unreadable)
-                    findings = evaluate_all(fleet, ctx)
-                    current = open_violations(session)
-                    newer = newer_versions(server_counts(fleet.hosts))
-                else:
-                    findings, current = [], []
-                    if servers_touched:
-                        # The cluster and forest rules over per-cluster counts of the clusters
-                        # and forests the changed hosts are or were in (domain/server_rules.py).
-                        result = evaluate_servers(
-                            touched_by(session, host_ids), SqlServerSource(session), self._previous_newer, ctx
-                        )
-                        findings = list(result.findings)
-                        current = _open_server_violations(session, result)
-                        newer = result.newer
-                    # The time rules are per host (stale-agent): for the hosts that just reported
-                    # they run here too, so a host back from being stale resolves at once.
-                    scopes = frozenset({Scope.HOST, Scope.TIME})
-                    ids = [*policy_ids(Scope.HOST), *policy_ids(Scope.TIME)]
-                    ordered = sorted(host_ids)
-                    for start in range(0, len(ordered), _CHUNK):
-                        chunk = ordered[start : start + _CHUNK]
-                        hosts = load_fleet(session, chunk, unreadable=unreadable)
-                        findings += evaluate_all(hosts, ctx, scopes)
-                        current += open_violations(session, ids, chunk)
-                # A host left out is not evaluated, so its open violations say nothing new: keep
-                # them rather than resolve them.
-                left_out = self._left_out(unreadable, kind)
-                current = [
-                    v for v in current if not (v.subject_kind == SubjectKind.HOST.value and v.subject in left_out)
-                ]
-                findings = [f for f in findings if not (f.subject_kind is SubjectKind.HOST and f.subject in left_out)]
-                # An exempted subject is not in violation: its open violation resolves.
-                plan = reconcile(current, apply_exemptions(findings, exemptions, now), ctx)
-                changes = write_violations(session, plan.opened, plan.updated, plan.resolved, now)
+                    findings = list(result.findings)
+                    current = _open_server_violations(session, result)
+                    newer = result.newer
+                # The time rules are per host (stale-agent): for the hosts that just reported they
+                # run here too, so a host back from being stale resolves at once.
+                ids = [*policy_ids(Scope.HOST), *policy_ids(Scope.TIME)]
+                ordered = sorted(host_ids)
+                for start in range(0, len(ordered), _CHUNK):
+                    chunk = ordered[start : start + _CHUNK]
+                    hosts = load_fleet(session, chunk, unreadable=unreadable)
+                    findings += evaluate_all(hosts, ctx, _HOST_AND_TIME)
+                    current += open_violations(session, ids, chunk)
+                left_out = self._left_out(unreadable, "incremental")
+                changes = self._settle(session, current, findings, left_out, ctx)
         except SQLAlchemyError as exc:
             self._metrics.database_errors.labels(operation="evaluate").inc()
-            log.error("%s evaluation failed: %s", kind, one_line(exc))
+            log.error("incremental evaluation failed: %s", one_line(exc))
             return None
         except Exception as exc:  # a bug or a value the policies cannot take: this pass only
             self._metrics.loop_errors.labels(loop="evaluator").inc()
-            log.error("%s evaluation failed with an unexpected error: %s", kind, one_line(exc))
+            log.error("incremental evaluation failed with an unexpected error: %s", one_line(exc))
             return None
         # Committed: the stored client-cannot-publish-online violations now follow these versions.
-        if host_ids is None:
-            self._newer, self._newer_complete = dict(newer or {}), True
-        elif newer:
+        if newer:
             self._newer.update(newer)
+        self._passed("incremental", started, now, changes)
+        return changes
+
+    def _full_pass(self) -> ViolationChanges | None:
+        """Every rule over every host, as a series of short transactions, so that a full pass
+        holds neither the whole fleet in memory nor the change feed for its whole length:
+
+        1. the cluster and forest rules over the per-cluster counts of every server (a few rows
+           per cluster), against every open cluster and forest violation;
+        2. then range after range of `full_pass_range` host ids in the database's order: the
+           host and time rules and client-cannot-publish-online (D14, with the SP1-or-later
+           versions step 1 found) over the range's hosts, against the open host violations of
+           that range, which also resolves those of hosts deleted since.
+
+        Between ranges the loop's own work goes on: the changes committed meanwhile are
+        evaluated from the feed (a range reads the hosts as they are then, so the two agree).
+        None when the pass could not run, or stopped part-way (the lock lost, the database
+        failed): what its finished steps committed stands, and the next full pass starts over."""
+        now = self._clock()
+        ctx = PolicyContext(now=now, config=self._config)
+        started = time.perf_counter()
+        self._check_term()
+        unreadable: set[str] = set()
+        try:
+            with self._sessions.begin() as session:
+                if not try_evaluation_lock(session):
+                    self._forget_newer()
+                    return None
+                counts = SqlServerSource(session).every_count()
+                findings = [
+                    *cluster_findings(counts, {row.cluster for row in counts}, ctx),
+                    *forest_findings(counts, {row.forest for row in counts}, ctx),
+                ]
+                current = [
+                    v
+                    for kind in SubjectKind
+                    if kind is not SubjectKind.HOST
+                    for v in open_violations(session, subject_kind=kind.value)
+                ]
+                changes = self._settle(session, current, findings, set(), ctx)
+            # Committed: each cluster's RTM clients are evaluated with these versions from here on
+            # (an incremental pass between ranges moves them on as it commits).
+            self._newer, self._newer_complete = newer_versions(counts), True
+            after: str | None = None
+            next_feed_look = time.monotonic() + self._feed_poll
+            while True:
+                with self._sessions.begin() as session:
+                    if not try_evaluation_lock(session):
+                        self._forget_newer()
+                        return None
+                    span = next_host_range(session, after, self._full_pass_range)
+                    problems: list[UnreadableRow] = []
+                    fleet = load_fleet(session, unreadable=problems, in_range=span)
+                    findings = evaluate_all(fleet, ctx, _HOST_AND_TIME)
+                    findings += client_findings(rtm_clients(fleet.hosts), self._newer, ctx)
+                    current = open_violations(session, subject_kind=SubjectKind.HOST.value, in_range=span)
+                    left_out = self._left_out(problems, "full")
+                    unreadable |= left_out
+                    changes = _added(changes, self._settle(session, current, findings, left_out, ctx))
+                if span.through is None:
+                    break
+                after = span.through
+                next_feed_look = self._between_ranges(next_feed_look)
+        except SQLAlchemyError as exc:
+            self._metrics.database_errors.labels(operation="evaluate").inc()
+            log.error("full evaluation failed: %s", one_line(exc))
+            return None
+        except Exception as exc:  # a bug or a value the policies cannot take: this pass only
+            self._metrics.loop_errors.labels(loop="evaluator").inc()
+            log.error("full evaluation failed with an unexpected error: %s", one_line(exc))
+            return None
+        # Read every host: hosts readable again are logged again when they break again.
+        self._metrics.evaluation_unreadable_hosts.set(len(unreadable))
+        self._unreadable_logged = unreadable
+        self._passed("full", started, now, changes)
+        return changes
+
+    def _between_ranges(self, next_feed_look: float) -> float:
+        """Between two ranges of a full pass: evaluate what the feed holds when this process's
+        writer woke the loop, or (other replicas write it too) when a look is due. Returns when
+        the next look is due."""
+        self.progress.progressed()
+        self.progress.working()
+        due = self._shared and time.monotonic() >= next_feed_look
+        if self._dirty.is_set() or due:
+            self._dirty.clear()
+            self.evaluate_feed()
+            next_feed_look = time.monotonic() + self._feed_poll
+        return next_feed_look
+
+    def _exemptions(self, session: Session, now: datetime) -> list[Exemption]:
+        return [
+            Exemption(e.policy, SubjectKind(e.subject_kind), e.subject, e.reason, e.expires_at and utc(e.expires_at))
+            for e in active_exemptions(session, now)
+        ]
+
+    def _settle(
+        self,
+        session: Session,
+        current: Sequence[OpenViolation],
+        findings: Sequence[Finding],
+        left_out: set[str],
+        ctx: PolicyContext,
+    ) -> ViolationChanges:
+        """Reconcile what is stored with what the rules found, and write the difference."""
+        # A host left out is not evaluated, so its open violations say nothing new: keep them
+        # rather than resolve them.
+        current = [v for v in current if not (v.subject_kind == SubjectKind.HOST.value and v.subject in left_out)]
+        findings = [f for f in findings if not (f.subject_kind is SubjectKind.HOST and f.subject in left_out)]
+        # An exempted subject is not in violation: its open violation resolves.
+        exemptions = self._exemptions(session, ctx.now)
+        plan = reconcile(current, apply_exemptions(findings, exemptions, ctx.now), ctx)
+        return write_violations(session, plan.opened, plan.updated, plan.resolved, ctx.now)
+
+    def _passed(self, kind: str, started: float, now: datetime, changes: ViolationChanges) -> None:
         self._metrics.evaluation_duration.labels(kind=kind).observe(time.perf_counter() - started)
         self._metrics.evaluation_last_success.set(now.timestamp())
         self._last_pass_at = now
@@ -383,7 +492,12 @@ class Evaluator:
                 changes.updated,
                 changes.resolved,
             )
-        return changes
+
+    def _check_term(self) -> None:
+        term = 0 if self._leadership is None else self._leadership.terms
+        if term != self._newer_term:
+            self._forget_newer()  # led again: another replica may have evaluated between
+            self._newer_term = term
 
     def _previous_newer(self, cluster: str) -> frozenset[Version] | None:
         """The SP1-or-later versions of `cluster` that its RTM clients' stored violations were
@@ -398,14 +512,10 @@ class Evaluator:
         self._newer, self._newer_complete = {}, False
 
     def _left_out(self, unreadable: Sequence[UnreadableRow], kind: str) -> set[str]:
-        """Log the hosts a pass left out (each once while it stays unreadable, not every pass); a
-        full pass, which reads every host, sets the gauge."""
+        """Log the hosts a pass left out, each once while it stays unreadable (not every pass)."""
         left_out = {problem.host_id for problem in unreadable}
         new = [problem for problem in unreadable if problem.host_id not in self._unreadable_logged]
         self._unreadable_logged |= left_out
-        if kind == "full":
-            self._metrics.evaluation_unreadable_hosts.set(len(left_out))
-            self._unreadable_logged = left_out
         if new:
             shown = "; ".join(str(problem) for problem in new[:3])
             more = f" (and {len(new) - 3} more)" if len(new) > 3 else ""
@@ -467,7 +577,7 @@ class Evaluator:
         refreshed = False
         if leading and now >= timers.full:
             through = self.watermark.snapshot().reports_committed
-            full = self._evaluate(None)
+            full = self._full_pass()
             timers.full = time.monotonic() + self._full_pass_interval
             if full is not None:
                 self.refresh_aggregates(self._clock())

@@ -242,6 +242,7 @@ def start(
         aggregates,
         refresh_interval=config.refresh_interval,
         full_pass_interval=config.full_pass_interval,
+        full_pass_range=config.full_pass_range,
         stall_after=stall_after,
         watermark=watermark,
         leadership=leadership,

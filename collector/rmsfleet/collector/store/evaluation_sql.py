@@ -7,8 +7,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import insert, or_, select, text, update
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, insert, or_, select, text, update
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from rmsfleet.collector.domain.model import FactChange, Finding, Fleet, HostRecord
 from rmsfleet.collector.store.models import ExemptionRow, HostHistoryRow, HostRow, ViolationRow
@@ -26,12 +26,39 @@ def try_evaluation_lock(session: Session) -> bool:
     return bool(session.execute(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": EVALUATION_LOCK_KEY}).scalar())
 
 
+@dataclass(frozen=True, slots=True)
+class HostRange:
+    """The host ids after `after` up to and including `through` (None: no bound on that side),
+    in the database's own order of host ids: a full pass walks the fleet range by range, so the
+    ranges together cover every id, also of a host deleted since its violation opened."""
+
+    after: str | None
+    through: str | None
+
+    def where(self, column: InstrumentedAttribute[str]) -> list[ColumnElement[bool]]:
+        conditions: list[ColumnElement[bool]] = []
+        if self.after is not None:
+            conditions.append(column > self.after)
+        if self.through is not None:
+            conditions.append(column <= self.through)
+        return conditions
+
+
+def next_host_range(session: Session, after: str | None, size: int) -> HostRange:
+    """The range of the next `size` host ids after `after`; the last range is open-ended."""
+    statement = select(HostRow.host_id).order_by(HostRow.host_id).offset(size - 1).limit(1)
+    if after is not None:
+        statement = statement.where(HostRow.host_id > after)
+    return HostRange(after, session.scalar(statement))
+
+
 def load_fleet(
     session: Session,
     host_ids: Iterable[str] | None = None,
     servers_only: bool = False,
     with_history: bool = True,
     unreadable: list[UnreadableRow] | None = None,
+    in_range: HostRange | None = None,
 ) -> Fleet:
     """All hosts (or only `host_ids`, or with `servers_only` only what the cluster rules look at:
     hosts with a server part and RTM clients, D14) with the history the rules need: the fact
@@ -39,7 +66,8 @@ def load_fleet(
     are not loaded, nor any history for `servers_only` or without `with_history`.
 
     A row that makes no facts (rows.UnreadableRow) leaves its host out, and is added to
-    `unreadable` when given: one damaged row must not stop every host's evaluation."""
+    `unreadable` when given: one damaged row must not stop every host's evaluation. `in_range`
+    limits it to the hosts of one range (a full pass's step)."""
     skipped: list[UnreadableRow] = [] if unreadable is None else unreadable
     columns = [HostRow.host_id, HostRow.first_seen, HostRow.last_seen, *[getattr(HostRow, c) for c in FACT_COLUMNS]]
     statement = select(*columns)
@@ -48,6 +76,8 @@ def load_fleet(
         statement = statement.where(HostRow.host_id.in_(wanted))
     if servers_only:
         statement = statement.where(or_(HostRow.server_version.is_not(None), HostRow.client_version == "RTM"))
+    if in_range is not None:
+        statement = statement.where(*in_range.where(HostRow.host_id))
     hosts = []
     for row in session.execute(statement):
         try:
@@ -66,6 +96,8 @@ def load_fleet(
     rtm_hosts = select(HostHistoryRow.host_id).where(HostHistoryRow.server_version == "RTM")
     if wanted is not None:
         rtm_hosts = rtm_hosts.where(HostHistoryRow.host_id.in_(wanted))
+    if in_range is not None:
+        rtm_hosts = rtm_hosts.where(*in_range.where(HostHistoryRow.host_id))
     history_statement = (
         select(*history_columns)
         .where(HostHistoryRow.host_id.in_(rtm_hosts.distinct()))
@@ -101,13 +133,24 @@ class OpenViolation:
 
 
 def open_violations(
-    session: Session, policies: Iterable[str] | None = None, subjects: Iterable[str] | None = None
+    session: Session,
+    policies: Iterable[str] | None = None,
+    subjects: Iterable[str] | None = None,
+    *,
+    subject_kind: str | None = None,
+    in_range: HostRange | None = None,
 ) -> list[OpenViolation]:
+    """The open violations, or those of `policies`, of `subjects` or of the subjects of
+    `subject_kind` in `in_range`."""
     statement = select(ViolationRow).where(ViolationRow.resolved_at.is_(None))
     if policies is not None:
         statement = statement.where(ViolationRow.policy.in_(list(policies)))
     if subjects is not None:
         statement = statement.where(ViolationRow.subject.in_(sorted(set(subjects))))
+    if subject_kind is not None:
+        statement = statement.where(ViolationRow.subject_kind == subject_kind)
+    if in_range is not None:
+        statement = statement.where(*in_range.where(ViolationRow.subject))
     return [
         OpenViolation(r.id, r.policy, r.subject_kind, r.subject, r.severity, r.detail, utc(r.since))
         for r in session.scalars(statement)

@@ -60,6 +60,13 @@ class SqlServerSource:
         conditions = [*_in(HostRow.server_cluster, clusters), *_in(HostRow.forest, forests)]
         if not conditions:
             return []
+        return self._grouped(or_(false(), *conditions))
+
+    def every_count(self) -> list[ServerCount]:
+        """The ServerCount rows of every server: a few per cluster, for a full pass."""
+        return self._grouped(None)
+
+    def _grouped(self, condition: ColumnElement[bool] | None) -> list[ServerCount]:
         group = (
             HostRow.server_cluster,
             HostRow.server_cluster_kind,
@@ -67,11 +74,9 @@ class SqlServerSource:
             HostRow.forest,
             HostRow.server_version,
         )
-        statement = (
-            select(*group, func.count())
-            .where(HostRow.server_version.is_not(None), or_(false(), *conditions))
-            .group_by(*group)
-        )
+        statement = select(*group, func.count()).where(HostRow.server_version.is_not(None)).group_by(*group)
+        if condition is not None:
+            statement = statement.where(condition)
         rows: list[ServerCount] = []
         for cluster, kind, root, forest, version, count in self._session.execute(statement):
             if cluster is None:
