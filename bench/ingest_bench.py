@@ -94,9 +94,12 @@ class Workload:
         return self.first + self.heartbeats + self.changes
 
 
-def build_workload(hosts: int, reports: int, workers: int, change_share: float, seed: int) -> Workload:
+def build_workload(
+    hosts: int, reports: int, workers: int, change_share: float, seed: int, sequence_base: int = 0
+) -> Workload:
     """`reports` reports over `hosts` hosts: each host's first report, then heartbeats (same facts)
-    and fact changes, sequence 1, 2, ... per host. Worker w owns hosts h with h % workers == w and
+    and fact changes, sequence 1, 2, ... per host (plus `sequence_base`, for hosts already
+    stored with sequences up to it). Worker w owns hosts h with h % workers == w and
     sends them round by round (every owned host's n-th report, shuffled, before any n+1-th)."""
     rng = random.Random(seed)
     fleet = initial_fleet(hosts, seed)
@@ -119,8 +122,9 @@ def build_workload(hosts: int, reports: int, workers: int, change_share: float, 
             else:
                 heartbeats += 1
             observed = started + timedelta(minutes=5 * sequence, seconds=index % 300)
-            payload = report_request(current, observed, sequence, AGENT_VERSION).SerializeToString()
-            rounds[sequence - 1].append(Planned(index, sequence, appends, payload))
+            sent = sequence + sequence_base
+            payload = report_request(current, observed, sent, AGENT_VERSION).SerializeToString()
+            rounds[sequence - 1].append(Planned(index, sent, appends, payload))
     per_worker: list[list[Planned]] = [[] for _ in range(workers)]
     for round_ in rounds:
         rng.shuffle(round_)
@@ -247,7 +251,7 @@ def start_noop(kind: str, workers: int) -> Server:
     return Server(process, f"127.0.0.1:{line[1]}")
 
 
-def start_collector(db_url: str, workdir: Path, extra: Sequence[str]) -> Server:
+def start_collector(db_url: str, workdir: Path, extra: Sequence[str], timeout: float = 60.0) -> Server:
     port, metrics_port = free_port(), free_port()
     log = workdir / "collector.log"
     command = [
@@ -259,12 +263,16 @@ def start_collector(db_url: str, workdir: Path, extra: Sequence[str]) -> Server:
         f"127.0.0.1:{port}",
         "--metrics-listen",
         f"127.0.0.1:{metrics_port}",
+        # The whole load comes from one address: the per-address limit on calls in flight
+        # (docs/limits.md) would refuse most of it, and the HTTP/2 stream limit it sets too.
+        "--max-calls-per-peer",
+        "100000",
         *extra,
     ]
     with log.open("wb") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, cwd=workdir)
     server = Server(process, f"127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}/metrics", log)
-    wait_serving(server, 60.0)
+    wait_serving(server, timeout)
     return server
 
 
