@@ -26,14 +26,12 @@ import argparse
 import logging
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from types import FrameType
 
 from rmsfleet.agent import __version__
 from rmsfleet.agent.config import (
@@ -53,6 +51,7 @@ from rmsfleet.agent.runner import EXIT_CONFIG, EXIT_OK, EXIT_UNREACHABLE, Runner
 from rmsfleet.agent.spool import SpoolFolder
 from rmsfleet.agent.spool_loop import SpoolRunner
 from rmsfleet.agent.transport import TransportError, open_links, read_tls_material
+from rmsfleet.contract.stop_signals import stop_on_signals
 
 log = logging.getLogger("rmsfleet.agent")
 
@@ -147,15 +146,7 @@ def _check_spool(config: AgentConfig) -> Path:
 
 
 def _stop_on_signals() -> threading.Event:
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s, stopping", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    return stop
+    return stop_on_signals(log)
 
 
 def run_spool(config: AgentConfig, folder: Path, *, once: bool) -> int:

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import logging
-import signal
-import threading
 from concurrent import futures
 from dataclasses import dataclass
-from types import FrameType
 
 import grpc
 from grpc_health.v1 import health, health_pb2_grpc
@@ -41,6 +38,7 @@ from rmsfleet.collector.tls import ReloadingServerCredentials, TlsFileError, Tls
 from rmsfleet.collector.tokens import Role
 from rmsfleet.collector.watermark import EvaluationWatermark
 from rmsfleet.contract.address import is_loopback_host
+from rmsfleet.contract.stop_signals import stop_on_signals
 from rmsfleet.v1 import admin_pb2, admin_pb2_grpc, inventory_pb2, inventory_pb2_grpc, query_pb2, query_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -368,14 +366,7 @@ def serve(config: ServeConfig) -> None:
         "https" if config.tls else "http",
         f"{split_host_port(config.metrics_listen, 'metrics')[0]}:{running.metrics_port}",
     )
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s, stopping gracefully", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = stop_on_signals(log, "received %s, stopping gracefully")
     # Wake up now and then: a signal that the kernel hands to another thread runs its Python
     # handler only when the main thread next gets control, which an endless wait() never gives.
     while not stop.wait(0.5):

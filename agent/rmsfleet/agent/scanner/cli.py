@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import threading
@@ -26,7 +25,6 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from types import FrameType
 from typing import TextIO
 
 from rmsfleet.agent import __version__
@@ -47,6 +45,7 @@ from rmsfleet.agent.scanner.targets import (
     read_targets_file,
 )
 from rmsfleet.agent.transport import Link, TransportError, open_links, read_tls_material
+from rmsfleet.contract.stop_signals import stop_on_signals
 
 log = logging.getLogger("rmsfleet.scan")
 PROG = "rmsfleet-scan"
@@ -249,14 +248,7 @@ def _run(
     json_output: bool,
     progress: ProgressLine | None,
 ) -> int:
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.warning("received %s, stopping", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = stop_on_signals(log, level=logging.WARNING)
     try:
         links = open_links(config.agent.collectors, config.agent.tls, config.agent.sender)
     except TransportError as exc:
