@@ -371,9 +371,11 @@ def stale_agent(fleet: Fleet, ctx: PolicyContext) -> list[Finding]:
             subject_kind=SubjectKind.HOST,
             subject=host.facts.host_id,
             severity=Severity.WARNING,
+            # No "so long ago" in the text: it would change with every pass, and every pass would
+            # rewrite every stale host's open violation (20,000 rows a pass at 1M hosts, 2% stale).
             detail=(
-                f"Host {host.facts.host_id} last reported at {host.last_seen.isoformat()}, "
-                f"{_duration_text(ctx.now - host.last_seen)} ago (expected within {_duration_text(limit)}); "
+                f"Host {host.facts.host_id} last reported at {host.last_seen.isoformat()} "
+                f"(expected within {_duration_text(limit)}); "
                 "check that its agent runs and can reach the collector."
             ),
         )
