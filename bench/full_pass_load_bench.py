@@ -18,7 +18,11 @@ collector acknowledges a report after its batch committed) and, for the full-pas
 to the quiet run with the same range size; call latency p50/p99; the full passes that ran in the
 window and their mean length (from /metrics); the highest evaluation lag /metrics showed during
 the load (how long a committed report waited for evaluation); the collector's peak RSS (VmHWM,
-the first full pass included) and its RSS at the end; a /metrics scrape over HTTP (median of 20).
+the first full pass included) and its RSS at the end; a /metrics scrape over HTTP (median of 20,
+right after the load, while a pass runs); "start s": from start to SERVING, which is mostly the
+first full pass, with no load. A full pass longer than the load window is waited for: "passes"
+counts those that ended inside the window, "pass s" is the mean length of those that ended by
+the time the first one did.
 
 A range as large as the fleet is one step: what a full pass held before it went range by range.
 """
@@ -70,6 +74,7 @@ class Outcome:
     run: Run
     full_passes: float
     full_pass_seconds: float
+    serving_after: float
     max_lag: float
     peak_rss_mib: float
     end_rss_mib: float
@@ -141,7 +146,9 @@ class LagWatch:
 def one_run(db_url: str, args: argparse.Namespace, range_size: int, mode: str, base: int, workdir: Path) -> Outcome:
     interval = "3600" if mode == "quiet" else "0.2"
     extra = ["--full-pass-range", str(range_size), "--full-pass-interval", interval, "--log-level", "WARNING"]
+    started = time.perf_counter()
     server: Server = start_collector(db_url, workdir, extra, timeout=args.start_timeout)
+    serving_after = time.perf_counter() - started
     try:
         assert server.metrics_url is not None
         workload = build_workload(
@@ -153,25 +160,35 @@ def one_run(db_url: str, args: argparse.Namespace, range_size: int, mode: str, b
         with LagWatch(server.metrics_url) as lag:
             run = measure(mode, server, workload, args.client_procs, args.deadline, db=True)
         after = scrape_internals(server.metrics_url)
-        passes = after.get("rmsfleet_evaluation_duration_seconds_count:full", 0.0) - before.get(
-            "rmsfleet_evaluation_duration_seconds_count:full", 0.0
-        )
-        seconds = after.get("rmsfleet_evaluation_duration_seconds_sum:full", 0.0) - before.get(
-            "rmsfleet_evaluation_duration_seconds_sum:full", 0.0
-        )
+        passes = _delta(after, before, "count")
+        peak, scrape = rss_mib(server.process.pid, "VmHWM"), scrape_ms(server.metrics_url)
+        if mode != "quiet":
+            # A pass longer than the window ends after it: its length is still the figure.
+            limit = time.monotonic() + args.start_timeout
+            while _delta(after, before, "count") < 1 and time.monotonic() < limit:
+                time.sleep(1.0)
+                after = scrape_internals(server.metrics_url)
+        seconds = _delta(after, before, "sum")
+        counted = _delta(after, before, "count")
         return Outcome(
             range_size=range_size,
             mode=mode,
             run=run,
             full_passes=passes,
-            full_pass_seconds=seconds / passes if passes else float("nan"),
+            full_pass_seconds=seconds / counted if counted else float("nan"),
+            serving_after=serving_after,
             max_lag=lag.highest,
-            peak_rss_mib=rss_mib(server.process.pid, "VmHWM"),
+            peak_rss_mib=peak,
             end_rss_mib=rss_mib(server.process.pid, "VmRSS"),
-            scrape_ms=scrape_ms(server.metrics_url),
+            scrape_ms=scrape,
         )
     finally:
         stop(server)
+
+
+def _delta(after: dict[str, float], before: dict[str, float], what: str) -> float:
+    name = f"rmsfleet_evaluation_duration_seconds_{what}:full"
+    return after.get(name, 0.0) - before.get(name, 0.0)
 
 
 def print_table(outcomes: list[Outcome], args: argparse.Namespace) -> None:
@@ -181,8 +198,8 @@ def print_table(outcomes: list[Outcome], args: argparse.Namespace) -> None:
         f"{args.concurrency} in flight, {args.client_procs} load processes"
     )
     header = (
-        f"{'range':>8} {'mode':<12} {'acked/s':>8} {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7} {'passes':>6} "
-        f"{'pass s':>7} {'max lag s':>9} {'peak MiB':>8} {'end MiB':>7} {'scrape ms':>9} errors"
+        f"{'range':>8} {'mode':<12} {'acked/s':>8} {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7} {'start s':>7} "
+        f"{'passes':>6} {'pass s':>7} {'max lag s':>9} {'peak MiB':>8} {'end MiB':>7} {'scrape ms':>9} errors"
     )
     print(header)
     print("-" * len(header))
@@ -196,7 +213,8 @@ def print_table(outcomes: list[Outcome], args: argparse.Namespace) -> None:
         p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))] * 1000 if lat else float("nan")
         errors = ", ".join(f"{k} {v}" for k, v in sorted(o.run.errors.items())) or "none"
         print(
-            f"{o.range_size:>8} {o.mode:<12} {rate:>8.0f} {ratio:>6} {p50:>7.1f} {p99:>7.1f} {o.full_passes:>6.0f} "
+            f"{o.range_size:>8} {o.mode:<12} {rate:>8.0f} {ratio:>6} {p50:>7.1f} {p99:>7.1f} {o.serving_after:>7.1f} "
+            f"{o.full_passes:>6.0f} "
             f"{o.full_pass_seconds:>7.2f} {o.max_lag:>9.2f} {o.peak_rss_mib:>8.0f} {o.end_rss_mib:>7.0f} "
             f"{o.scrape_ms:>9.1f} {errors}"
         )

@@ -427,6 +427,8 @@ class Evaluator:
                     changes = _added(changes, self._settle(session, current, findings, left_out, ctx))
                 if span.through is None:
                     break
+                if self._stopping.is_set():
+                    return None  # stopping: the next process's first pass starts over
                 after = span.through
                 next_feed_look = self._between_ranges(next_feed_look)
         except SQLAlchemyError as exc:
