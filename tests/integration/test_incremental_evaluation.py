@@ -72,12 +72,13 @@ class Replica:
     def __init__(self, sessions: sessionmaker[Session], feed_batch: int, full_pass_range: int = 5000) -> None:
         self.sequence = 0
         metrics = CollectorMetrics(CollectorRegistry(), "test")
+        self.aggregates = AggregatesHolder()
         self.evaluator = Evaluator(
             sessions,
             PolicyConfig(),
             lambda: T0,
             metrics,
-            AggregatesHolder(),
+            self.aggregates,
             feed_batch=feed_batch,
             full_pass_range=full_pass_range,
         )
@@ -218,5 +219,39 @@ def test_a_full_pass_evaluates_the_feed_between_its_ranges(sessions: sessionmake
         with sessions() as session:
             assert session.scalar(select(func.count()).select_from(ChangeFeedRow)) == 0
         assert full_pass_plan(sessions) == ([], [], [])
+    finally:
+        replica.writer.stop()
+
+
+def test_a_feed_pass_refreshes_the_violation_counts_and_leaves_the_host_scan_to_its_timer(
+    sessions: sessionmaker[Session],
+) -> None:
+    """After a feed pass the violation gauges are current (the watermark promises it), but the
+    host counts, a scan of every host, wait for the timed refresh: at 1M hosts that scan after
+    every pass kept committed reports waiting for evaluation for tens of seconds."""
+    replica = Replica(sessions, feed_batch=500)
+    try:
+        replica.report([random_facts(random.Random(i), f"h{i:03d}") for i in range(10)])
+        replica.evaluator.evaluate_once()
+        before = replica.aggregates.current()
+        assert before is not None and before[0].total_hosts == 10
+        # RTM clients that activate over the internet: client-not-self-activating (D10), each.
+        rtm = ClientFacts(Version.RTM, Activation.INTERNET, None)
+        replica.report([HostFacts(f"n{i}", f"n{i}", "a.example", None, rtm) for i in range(5)])
+        assert replica.evaluator.evaluate_feed() is not None
+
+        after = replica.aggregates.current()
+        assert after is not None
+        counts = after[0].violations_by_policy_severity
+        earlier = before[0].violations_by_policy_severity
+        opened = sum(n for (policy, _sev), n in counts.items() if policy == "client-not-self-activating") - sum(
+            n for (policy, _sev), n in earlier.items() if policy == "client-not-self-activating"
+        )
+        assert opened == 5
+        assert after[0].total_hosts == 10  # the host scan waits for its timer
+
+        replica.evaluator.refresh_aggregates(T0)
+        refreshed = replica.aggregates.current()
+        assert refreshed is not None and refreshed[0].total_hosts == 15
     finally:
         replica.writer.stop()

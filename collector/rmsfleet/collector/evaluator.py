@@ -47,7 +47,7 @@ from rmsfleet.collector.leadership import EvaluationLeadership
 from rmsfleet.collector.liveness import DEFAULT_STALL_AFTER, LoopProgress, one_line
 from rmsfleet.collector.metrics import AggregatesHolder, CollectorMetrics
 from rmsfleet.collector.reports import AppliedReport
-from rmsfleet.collector.store.aggregates_sql import compute_aggregates
+from rmsfleet.collector.store.aggregates_sql import compute_aggregates, violation_counts, with_violations
 from rmsfleet.collector.store.change_feed_sql import (
     FeedBacklog,
     FeedEntry,
@@ -279,7 +279,7 @@ class Evaluator:
         if changes is None:
             return None
         if changes.opened or changes.updated or changes.resolved:
-            self.refresh_aggregates(self._clock())
+            self.refresh_aggregates(self._clock(), hosts=False)
         # Settled after the refresh: once the watermark covers a report, the violation gauges of
         # /metrics reflect it too.
         self.watermark.covered_by_feed(through, take.lowest_pending, self._last_pass_at if take.rows else None)
@@ -304,7 +304,7 @@ class Evaluator:
             log.error("reading the change feed failed: %s", one_line(exc))
             return
         if self.watermark.coverable(through, lowest):
-            self.refresh_aggregates(self._clock())
+            self.refresh_aggregates(self._clock(), hosts=False)
             # The pass ran on another replica, before this read: the read's time stands for it.
             self.watermark.covered_by_feed(through, lowest, self._clock())
 
@@ -530,10 +530,17 @@ class Evaluator:
             )
         return left_out
 
-    def refresh_aggregates(self, now: datetime) -> None:
+    def refresh_aggregates(self, now: datetime, hosts: bool = True) -> None:
+        """Publish fresh aggregates; with `hosts` False only their violation part (after a pass
+        that moved violations: the host counts follow at the next timed refresh, and need a scan
+        of every host)."""
         try:
             with self._sessions() as session:
-                self._aggregates.publish(compute_aggregates(session, now, self._config.stale_after))
+                current = self._aggregates.current()
+                if hosts or current is None:
+                    self._aggregates.publish(compute_aggregates(session, now, self._config.stale_after))
+                else:
+                    self._aggregates.publish(with_violations(current[0], violation_counts(session)))
                 self.backlog = feed_backlog(session, BACKLOG_COUNT_BOUND)
         except SQLAlchemyError as exc:
             self._metrics.database_errors.labels(operation="aggregate").inc()
@@ -590,9 +597,9 @@ class Evaluator:
             # its first full pass at once (the time rules, and anything a predecessor missed).
             timers.full = now + self._feed_poll
         if leading and (woken or poll_due):
-            changes = self.evaluate_feed()
-            self._retry = changes is None
-            refreshed |= changes is not None and bool(changes.opened or changes.updated or changes.resolved)
+            # Its refresh covers the violations only: the host counts keep their own timer, or
+            # steady ingest would put them off for ever.
+            self._retry = self.evaluate_feed() is None
         elif not leading and poll_due:
             self.follow_feed()
         if refreshed:

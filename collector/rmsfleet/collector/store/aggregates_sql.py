@@ -3,7 +3,7 @@ grows with the number of clusters and versions, not with what a scrape asks for.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
@@ -45,7 +45,17 @@ class FleetAggregates:
     violations_by_policy_severity_forest: dict[tuple[str, str, str], int]
 
 
+@dataclass(frozen=True, slots=True)
+class ViolationCounts:
+    """The part of the aggregates that a pass can move: GROUP BYs over the open violations."""
+
+    by_policy_severity: dict[tuple[str, str], int]
+    oldest_by_policy: dict[str, datetime]
+    by_policy_severity_forest: dict[tuple[str, str, str], int]
+
+
 def compute_aggregates(session: Session, now: datetime, stale_after: timedelta) -> FleetAggregates:
+    """Every aggregate: the hosts' (a scan of the hosts table) and the violations'."""
     total = session.execute(select(func.count()).select_from(HostRow)).scalar_one()
     stale = session.execute(
         select(func.count()).select_from(HostRow).where(HostRow.last_seen < now - stale_after)
@@ -94,6 +104,33 @@ def compute_aggregates(session: Session, now: datetime, stale_after: timedelta) 
             .group_by(HostRow.client_cluster, HostRow.client_version)
         )
     ]
+    counts = violation_counts(session)
+    return FleetAggregates(
+        computed_at=now,
+        total_hosts=total,
+        stale_hosts=stale,
+        hosts_by_role_version=by_role,
+        clients_by_version_activation=clients,
+        cluster_servers=cluster_servers,
+        cluster_clients=cluster_clients,
+        violations_by_policy_severity=counts.by_policy_severity,
+        oldest_violation_by_policy=counts.oldest_by_policy,
+        violations_by_policy_severity_forest=counts.by_policy_severity_forest,
+    )
+
+
+def with_violations(aggregates: FleetAggregates, counts: ViolationCounts) -> FleetAggregates:
+    """`aggregates` with its violation part replaced: what follows a pass that moved violations,
+    without scanning every host again (at 1M hosts that scan is most of a refresh)."""
+    return replace(
+        aggregates,
+        violations_by_policy_severity=counts.by_policy_severity,
+        oldest_violation_by_policy=counts.oldest_by_policy,
+        violations_by_policy_severity_forest=counts.by_policy_severity_forest,
+    )
+
+
+def violation_counts(session: Session) -> ViolationCounts:
     violations: dict[tuple[str, str], int] = {}
     oldest: dict[str, datetime] = {}
     for policy, severity, count, first in session.execute(
@@ -104,18 +141,7 @@ def compute_aggregates(session: Session, now: datetime, stale_after: timedelta) 
         violations[policy, severity] = count
         first_utc = utc(first)
         oldest[policy] = min(oldest.get(policy, first_utc), first_utc)
-    return FleetAggregates(
-        computed_at=now,
-        total_hosts=total,
-        stale_hosts=stale,
-        hosts_by_role_version=by_role,
-        clients_by_version_activation=clients,
-        cluster_servers=cluster_servers,
-        cluster_clients=cluster_clients,
-        violations_by_policy_severity=violations,
-        oldest_violation_by_policy=oldest,
-        violations_by_policy_severity_forest=violations_by_forest(session),
-    )
+    return ViolationCounts(violations, oldest, violations_by_forest(session))
 
 
 def violations_by_forest(session: Session) -> dict[tuple[str, str, str], int]:
