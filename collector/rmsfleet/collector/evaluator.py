@@ -355,13 +355,8 @@ class Evaluator:
                     current += open_violations(session, ids, chunk)
                 left_out = self._left_out(unreadable, "incremental")
                 changes = self._settle(session, current, findings, left_out, ctx)
-        except SQLAlchemyError as exc:
-            self._metrics.database_errors.labels(operation="evaluate").inc()
-            log.error("incremental evaluation failed: %s", one_line(exc))
-            return None
-        except Exception as exc:  # a bug or a value the policies cannot take: this pass only
-            self._metrics.loop_errors.labels(loop="evaluator").inc()
-            log.error("incremental evaluation failed with an unexpected error: %s", one_line(exc))
+        except Exception as exc:  # the database, a bug, a value the policies cannot take: this pass only
+            self._failed("incremental", exc)
             return None
         # Committed: the stored client-cannot-publish-online violations now follow these versions.
         if newer:
@@ -431,13 +426,8 @@ class Evaluator:
                     return None  # stopping: the next process's first pass starts over
                 after = span.through
                 next_feed_look = self._between_ranges(next_feed_look)
-        except SQLAlchemyError as exc:
-            self._metrics.database_errors.labels(operation="evaluate").inc()
-            log.error("full evaluation failed: %s", one_line(exc))
-            return None
-        except Exception as exc:  # a bug or a value the policies cannot take: this pass only
-            self._metrics.loop_errors.labels(loop="evaluator").inc()
-            log.error("full evaluation failed with an unexpected error: %s", one_line(exc))
+        except Exception as exc:  # the database, a bug, a value the policies cannot take: this pass only
+            self._failed("full", exc)
             return None
         # Read every host: hosts readable again are logged again when they break again.
         self._metrics.evaluation_unreadable_hosts.set(len(unreadable))
@@ -481,6 +471,14 @@ class Evaluator:
         exemptions = self._exemptions(session, ctx.now)
         plan = reconcile(current, apply_exemptions(findings, exemptions, ctx.now), ctx)
         return write_violations(session, plan.opened, plan.updated, plan.resolved, ctx.now)
+
+    def _failed(self, kind: str, exc: Exception) -> None:
+        if isinstance(exc, SQLAlchemyError):
+            self._metrics.database_errors.labels(operation="evaluate").inc()
+            log.error("%s evaluation failed: %s", kind, one_line(exc))
+        else:
+            self._metrics.loop_errors.labels(loop="evaluator").inc()
+            log.error("%s evaluation failed with an unexpected error: %s", kind, one_line(exc))
 
     def _passed(self, kind: str, started: float, now: datetime, changes: ViolationChanges) -> None:
         self._metrics.evaluation_duration.labels(kind=kind).observe(time.perf_counter() - started)
