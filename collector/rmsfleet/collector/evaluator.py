@@ -61,6 +61,7 @@ from rmsfleet.collector.store.evaluation_sql import (
     ViolationChanges,
     active_exemptions,
     load_fleet,
+    may_break_a_host_rule,
     next_host_range,
     open_violations,
     try_evaluation_lock,
@@ -413,7 +414,14 @@ class Evaluator:
                         return None
                     span = next_host_range(session, after, self._full_pass_range)
                     problems: list[UnreadableRow] = []
-                    fleet = load_fleet(session, unreadable=problems, in_range=span)
+                    # Only the hosts that can break a host rule: the others' open host violations
+                    # in this range resolve (policies.may_break_a_host_rule).
+                    fleet = load_fleet(
+                        session,
+                        unreadable=problems,
+                        in_range=span,
+                        where=may_break_a_host_rule(now, self._config.stale_after),
+                    )
                     findings = evaluate_all(fleet, ctx, _HOST_AND_TIME)
                     findings += client_findings(rtm_clients(fleet.hosts), self._newer, ctx)
                     current = open_violations(session, subject_kind=SubjectKind.HOST.value, in_range=span)

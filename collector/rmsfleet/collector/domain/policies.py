@@ -495,6 +495,20 @@ def evaluate_all(fleet: Fleet, ctx: PolicyContext, scopes: frozenset[Scope] | No
     return findings
 
 
+def may_break_a_host_rule(host: HostRecord, ctx: PolicyContext) -> bool:
+    """What every finding about a host itself needs (the HOST and TIME rules and
+    client-cannot-publish-online): a server at RTM (D9) or SP2 (D1's path), a client at RTM
+    (D10, D14), or silence longer than stale_after. A full pass reads only the hosts that meet
+    it (the same condition in SQL, store/evaluation_sql.py); the bulk of a fleet late in an SP2
+    rollout, SP2 clients and SP1 servers that report, cannot break a host rule."""
+    server, client = host.facts.server, host.facts.client
+    return (
+        (server is not None and server.version in (Version.RTM, Version.SP2))
+        or (client is not None and client.version is Version.RTM)
+        or ctx.now - host.last_seen > ctx.config.stale_after
+    )
+
+
 def policy_ids(scope: Scope) -> list[str]:
     return [p.id for p in POLICIES if p.scope is scope]
 

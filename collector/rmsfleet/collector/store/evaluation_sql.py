@@ -5,14 +5,15 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, insert, or_, select, text, update
+from sqlalchemy import ColumnElement, and_, insert, or_, select, text, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from rmsfleet.collector.domain.model import FactChange, Finding, Fleet, HostRecord
 from rmsfleet.collector.store.models import ExemptionRow, HostHistoryRow, HostRow, ViolationRow
 from rmsfleet.collector.store.rows import FACT_COLUMNS, UnreadableRow, facts_from_columns, utc
+from rmsfleet.contract.facts import Activation, ClusterKind, Enrollment, Version
 
 # An arbitrary constant both replicas agree on: the key of the evaluation advisory lock.
 EVALUATION_LOCK_KEY = 0x524D53464C454554  # "RMSFLEET"
@@ -52,6 +53,36 @@ def next_host_range(session: Session, after: str | None, size: int) -> HostRange
     return HostRange(after, session.scalar(statement))
 
 
+def may_break_a_host_rule(now: datetime, stale_after: timedelta) -> ColumnElement[bool]:
+    """policies.may_break_a_host_rule in SQL, or a row that may make no facts (which the load
+    must see, to leave the host out and count it): the hosts a full pass reads."""
+    versions = [v.value for v in Version]
+    return or_(
+        HostRow.server_version.in_([Version.RTM.value, Version.SP2.value]),
+        HostRow.client_version == Version.RTM.value,
+        HostRow.last_seen < now - stale_after,
+        and_(
+            HostRow.server_version.is_not(None),
+            or_(
+                HostRow.server_version.not_in(versions),
+                HostRow.server_cluster.is_(None),
+                HostRow.server_cluster_kind.is_(None),
+                HostRow.server_cluster_kind.not_in([k.value for k in ClusterKind]),
+                HostRow.server_enrollment.is_(None),
+                HostRow.server_enrollment.not_in([e.value for e in Enrollment]),
+            ),
+        ),
+        and_(
+            HostRow.client_version.is_not(None),
+            or_(
+                HostRow.client_version.not_in(versions),
+                HostRow.client_activation.is_(None),
+                HostRow.client_activation.not_in([a.value for a in Activation]),
+            ),
+        ),
+    )
+
+
 def load_fleet(
     session: Session,
     host_ids: Iterable[str] | None = None,
@@ -59,6 +90,7 @@ def load_fleet(
     with_history: bool = True,
     unreadable: list[UnreadableRow] | None = None,
     in_range: HostRange | None = None,
+    where: ColumnElement[bool] | None = None,
 ) -> Fleet:
     """All hosts (or only `host_ids`, or with `servers_only` only what the cluster rules look at:
     hosts with a server part and RTM clients, D14) with the history the rules need: the fact
@@ -67,7 +99,7 @@ def load_fleet(
 
     A row that makes no facts (rows.UnreadableRow) leaves its host out, and is added to
     `unreadable` when given: one damaged row must not stop every host's evaluation. `in_range`
-    limits it to the hosts of one range (a full pass's step)."""
+    limits it to the hosts of one range (a full pass's step), `where` to the hosts it holds for."""
     skipped: list[UnreadableRow] = [] if unreadable is None else unreadable
     columns = [HostRow.host_id, HostRow.first_seen, HostRow.last_seen, *[getattr(HostRow, c) for c in FACT_COLUMNS]]
     statement = select(*columns)
@@ -78,6 +110,8 @@ def load_fleet(
         statement = statement.where(or_(HostRow.server_version.is_not(None), HostRow.client_version == "RTM"))
     if in_range is not None:
         statement = statement.where(*in_range.where(HostRow.host_id))
+    if where is not None:
+        statement = statement.where(where)
     hosts = []
     for row in session.execute(statement):
         try:
@@ -98,6 +132,11 @@ def load_fleet(
         rtm_hosts = rtm_hosts.where(HostHistoryRow.host_id.in_(wanted))
     if in_range is not None:
         rtm_hosts = rtm_hosts.where(*in_range.where(HostHistoryRow.host_id))
+    if where is not None:
+        meeting = select(HostRow.host_id).where(where)
+        if in_range is not None:
+            meeting = meeting.where(*in_range.where(HostRow.host_id))
+        rtm_hosts = rtm_hosts.where(HostHistoryRow.host_id.in_(meeting))
     history_statement = (
         select(*history_columns)
         .where(HostHistoryRow.host_id.in_(rtm_hosts.distinct()))
