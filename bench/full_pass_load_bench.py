@@ -226,7 +226,7 @@ def print_table(outcomes: list[Outcome], args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hosts", type=int, default=1_000_000)
-    parser.add_argument("--ranges", default="5000,whole", help="full-pass range sizes; 'whole' = --hosts (one step)")
+    parser.add_argument("--ranges", default="20000,whole", help="full-pass range sizes; 'whole' = --hosts (one step)")
     parser.add_argument("--load-hosts", type=int, default=5000)
     parser.add_argument("--reports", type=int, default=20000)
     parser.add_argument("--concurrency", type=int, default=64)

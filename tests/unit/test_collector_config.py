@@ -51,7 +51,7 @@ def test_flags_win_over_the_environment_which_wins_over_defaults() -> None:
     )
     from_flags = config("--db", "sqlite:///flag.db", "--workers", "4", env=env)
     assert (from_flags.db_url, from_flags.workers) == ("sqlite:///flag.db", 4)
-    assert config().full_pass_range == 5000
+    assert config().full_pass_range == 20000
     assert config(env={"RMSFLEET_FULL_PASS_RANGE": "200"}).full_pass_range == 200
     assert config("--full-pass-range", "50", env={"RMSFLEET_FULL_PASS_RANGE": "200"}).full_pass_range == 50
 

@@ -35,7 +35,7 @@ class ServeConfig:
     # Time-based rules (stale agents, grace periods) and anything an incremental pass cannot see.
     full_pass_interval: float = 60.0
     # Hosts per step of a full pass, each step its own transaction (evaluator.FULL_PASS_RANGE).
-    full_pass_range: int = 5000
+    full_pass_range: int = 20000
     grace_seconds: float = 10.0
     # D5: the share of a cluster's servers the planner takes down in one wave.
     plan_max_unavailable: float = 0.34
@@ -157,7 +157,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--full-pass-range",
         type=int,
         help="hosts per step of a full pass, each step a transaction of its own: bounds what a full pass "
-        "holds in memory and how long changes wait behind it (RMSFLEET_FULL_PASS_RANGE; default 5000)",
+        "holds in memory and how long changes wait behind it (RMSFLEET_FULL_PASS_RANGE; default 20000)",
     )
     parser.add_argument(
         "--stale-after",
