@@ -28,7 +28,6 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -145,14 +144,10 @@ def _check_spool(config: AgentConfig) -> Path:
     return folder
 
 
-def _stop_on_signals() -> threading.Event:
-    return stop_on_signals(log)
-
-
 def run_spool(config: AgentConfig, folder: Path, *, once: bool) -> int:
     """The spool: its state directory must last (the files are deleted once their report is in
     an outbox), so there is no temporary fallback as for a single agent's --once."""
-    stop = _stop_on_signals()
+    stop = stop_on_signals(log)
     try:
         links = open_links(config.collectors, config.tls, config.sender)
     except TransportError as exc:
@@ -179,7 +174,7 @@ def run_spool(config: AgentConfig, folder: Path, *, once: bool) -> int:
 
 
 def run(config: AgentConfig, probe: Probe, *, once: bool) -> int:
-    stop = _stop_on_signals()
+    stop = stop_on_signals(log)
     if once:
         # Read first: a bad facts file is one line and nothing else, with nothing sent.
         try:

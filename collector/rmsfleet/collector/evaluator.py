@@ -356,7 +356,7 @@ class Evaluator:
                     findings += evaluate_all(hosts, ctx, _HOST_AND_TIME)
                     current += open_violations(session, ids, chunk)
                 left_out = self._left_out(unreadable, "incremental")
-                changes = self._settle(session, current, findings, left_out, ctx)
+                changes = self._settle(session, current, findings, left_out, self._exemptions(session, now), ctx)
         except Exception as exc:  # the database, a bug, a value the policies cannot take: this pass only
             self._failed("incremental", exc)
             return None
@@ -374,8 +374,9 @@ class Evaluator:
            per cluster), against every open cluster and forest violation;
         2. then range after range of `full_pass_range` host ids in the database's order: the
            host and time rules and client-cannot-publish-online (D14, with the SP1-or-later
-           versions step 1 found) over the range's hosts, against the open host violations of
-           that range, which also resolves those of hosts deleted since.
+           versions step 1 found, as the incremental passes between ranges move them on) over
+           the range's hosts, against the open host violations of that range, which also
+           resolves those of hosts deleted since.
 
         Between ranges the loop's own work goes on: the changes committed meanwhile are
         evaluated from the feed (a range reads the hosts as they are then, so the two agree).
@@ -402,10 +403,13 @@ class Evaluator:
                     if kind is not SubjectKind.HOST
                     for v in open_violations(session, subject_kind=kind.value)
                 ]
-                changes = self._settle(session, current, findings, set(), ctx)
+                # Once for the whole pass, not once per range.
+                exemptions = self._exemptions(session, now)
+                changes = self._settle(session, current, findings, set(), exemptions, ctx)
             # Committed: each cluster's RTM clients are evaluated with these versions from here on
             # (an incremental pass between ranges moves them on as it commits).
             self._newer, self._newer_complete = newer_versions(counts), True
+            candidates = may_break_a_host_rule(now, self._config.stale_after)
             after: str | None = None
             next_feed_look = time.monotonic() + self._feed_poll
             while True:
@@ -421,14 +425,14 @@ class Evaluator:
                         session,
                         unreadable=problems,
                         in_range=span,
-                        where=may_break_a_host_rule(now, self._config.stale_after),
+                        where=candidates,
                     )
                     findings = evaluate_all(fleet, ctx, _HOST_AND_TIME)
                     findings += client_findings(rtm_clients(fleet.hosts), self._newer, ctx)
                     current = open_violations(session, subject_kind=SubjectKind.HOST.value, in_range=span)
                     left_out = self._left_out(problems, "full")
                     unreadable |= left_out
-                    changes = _added(changes, self._settle(session, current, findings, left_out, ctx))
+                    changes = _added(changes, self._settle(session, current, findings, left_out, exemptions, ctx))
                 if span.through is None:
                     break
                 if self._stopping.is_set():
@@ -469,6 +473,7 @@ class Evaluator:
         current: Sequence[OpenViolation],
         findings: Sequence[Finding],
         left_out: set[str],
+        exemptions: Sequence[Exemption],
         ctx: PolicyContext,
     ) -> ViolationChanges:
         """Reconcile what is stored with what the rules found, and write the difference."""
@@ -477,7 +482,6 @@ class Evaluator:
         current = [v for v in current if not (v.subject_kind == SubjectKind.HOST.value and v.subject in left_out)]
         findings = [f for f in findings if not (f.subject_kind is SubjectKind.HOST and f.subject in left_out)]
         # An exempted subject is not in violation: its open violation resolves.
-        exemptions = self._exemptions(session, ctx.now)
         plan = reconcile(current, apply_exemptions(findings, exemptions, ctx.now), ctx)
         return write_violations(session, plan.opened, plan.updated, plan.resolved, ctx.now)
 
